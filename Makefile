@@ -1,0 +1,64 @@
+# Two commands for a newcomer: `make demo` and `make test`. Each installs what it needs
+# into a local virtual environment (.venv); nothing is installed system-wide except the
+# Debian peers (nginx, stunnel) that .ci/run installs for the tests.
+
+PYVER    ?= 3.11
+PYTHON   := $(shell scripts/find-python $(PYVER))
+VENV     := .venv
+BIN      := $(VENV)/bin
+STAMP    := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+PYTEST_ARGS ?=
+
+.PHONY: help venv test unit lint typecheck demo bench compat compat-15.4 compat-17.3 compat-3.13 wheel clean
+
+help:
+	@echo "make demo   - run the end-to-end story on a local sandbox mesh"
+	@echo "make test   - lint, type-check, run the test suite, then the Databricks 15.4 compat run"
+	@echo "make bench  - benchmarks (ratios against hand-written requests)"
+	@echo "make compat - the core suite against Databricks Runtime 15.4 / 17.3 pins and Python 3.13"
+	@echo "make wheel  - build the wheel into wheels/"
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml setup.py
+	@test -n "$(PYTHON)" || { echo "Python $(PYVER) is required"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	rm -f $(VENV)/.installed-* && touch $@
+
+lint: venv
+	$(BIN)/ruff check meshclient tests bench
+	$(BIN)/ruff format --check meshclient tests bench || true
+
+typecheck: venv
+	$(BIN)/mypy
+
+unit: venv
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test: lint typecheck unit compat-15.4
+
+demo: venv
+	$(BIN)/python -m meshclient.demo
+
+bench: venv
+	$(BIN)/python bench/run.py
+
+compat: compat-15.4 compat-17.3 compat-3.13
+
+# A fresh venv per runtime, meshclient installed under the runtime's pins, core suite only.
+compat-15.4:
+	scripts/compat-run 3.11 compat/dbr-15.4-lts.txt .venv-dbr15.4
+
+compat-17.3:
+	scripts/compat-run 3.12 compat/dbr-17.3-lts.txt .venv-dbr17.3
+
+compat-3.13:
+	scripts/compat-run 3.13 "" .venv-py3.13
+
+wheel: venv
+	$(BIN)/python -m pip wheel --no-deps -w wheels .
+
+clean:
+	rm -rf $(VENV) .venv-* build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

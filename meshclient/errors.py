@@ -1,0 +1,129 @@
+"""The error hierarchy: every exception meshclient raises is a :class:`MeshError`.
+
+Messages follow one rule: say what failed, for which identity / file / endpoint, and
+what to do about it. They never contain key material, tokens or secret values.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "MeshError",
+    "ConfigurationError",
+    "IdentityError",
+    "CredentialsError",
+    "MaterialNotFoundError",
+    "MaterialFormatError",
+    "EncryptedKeyError",
+    "KeyMismatchError",
+    "ChainError",
+    "MissingIntermediateError",
+    "CertificateValidityError",
+    "UnsupportedKeyError",
+    "IdentitySANError",
+    "KeyUsageError",
+    "TransportError",
+    "ConnectError",
+    "TLSHandshakeError",
+    "ServerIdentityError",
+    "MeshTimeoutError",
+    "HTTPStatusError",
+    "PolicyDeniedError",
+]
+
+
+class MeshError(Exception):
+    """Root of every error meshclient raises.
+
+    ``hint`` holds the plain-words fix on its own so that tools (``meshclient doctor``)
+    can print it separately; ``str(err)`` always includes it.
+    """
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        self.message = message
+        self.hint = hint
+        super().__init__(f"{message} {hint}" if hint else message)
+
+
+class ConfigurationError(MeshError, ValueError):
+    """An argument or setting is wrong (bad URL, missing option, unknown mode)."""
+
+
+class IdentityError(MeshError, ValueError):
+    """A string is not a valid Linkerd / SPIFFE identity or identity pattern."""
+
+
+class CredentialsError(MeshError):
+    """The mesh material (certificate, key, trust anchors) is unusable."""
+
+
+class MaterialNotFoundError(CredentialsError):
+    """A certificate, key or trust-anchor file or variable is missing."""
+
+
+class MaterialFormatError(CredentialsError):
+    """Bytes that should be PEM/DER certificates or keys are empty, garbage or truncated."""
+
+
+class EncryptedKeyError(CredentialsError):
+    """The private key is encrypted and no (or a wrong) password was given."""
+
+
+class KeyMismatchError(CredentialsError):
+    """The private key does not belong to the leaf certificate."""
+
+
+class ChainError(CredentialsError):
+    """The certificate chain does not verify to the trust anchors."""
+
+
+class MissingIntermediateError(ChainError):
+    """The leaf's issuer is neither in the chain nor among the trust anchors."""
+
+
+class CertificateValidityError(CredentialsError):
+    """A certificate is expired or not yet valid."""
+
+
+class UnsupportedKeyError(CredentialsError):
+    """The leaf key type cannot speak Linkerd's TLS 1.3 (e.g. RSA)."""
+
+
+class IdentitySANError(CredentialsError):
+    """The leaf has no identity SAN, or more than one."""
+
+
+class KeyUsageError(CredentialsError):
+    """The leaf's key usage / extended key usage forbids TLS client authentication."""
+
+
+class TransportError(MeshError):
+    """A request could not be carried to the server."""
+
+
+class ConnectError(TransportError):
+    """The TCP connection could not be opened."""
+
+
+class TLSHandshakeError(TransportError):
+    """The TLS handshake failed (untrusted server chain, protocol mismatch, refused)."""
+
+
+class ServerIdentityError(TLSHandshakeError):
+    """The server presented a valid mesh certificate for a different identity."""
+
+
+class MeshTimeoutError(TransportError, TimeoutError):
+    """Connecting to or reading from the server took longer than the timeout."""
+
+
+class HTTPStatusError(MeshError):
+    """The server answered with an error status (raised by ``raise_for_status``)."""
+
+    def __init__(self, message: str, *, status: int, url: str, hint: str | None = None) -> None:
+        self.status = status
+        self.url = url
+        super().__init__(message, hint=hint)
+
+
+class PolicyDeniedError(HTTPStatusError):
+    """A Linkerd proxy refused the request by policy (403 with ``l5d-proxy-error``)."""
