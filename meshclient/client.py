@@ -1,37 +1,68 @@
-"""``MeshClient``: every request meshclient makes goes through :meth:`MeshClient.request`."""
+"""``MeshClient``: every request meshclient makes goes through :meth:`MeshClient.request`.
+
+One path for every request: egress policy → route (address, identity, SNI, direct mode) →
+token → attempts (endpoint choice, per-attempt timeout under one deadline, retry under the
+shared budget) → audit event. Artifacts, results and scoring are users of this client.
+"""
 
 from __future__ import annotations
 
-
+import logging
 import ssl
 import threading
+import time
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 from urllib.parse import urljoin, urlsplit
 
 import requests
 
+from .audit import AuditEvent, AuditSink, TraceContext, as_audit_sink, redact_url
 from .credentials import Credentials
 from .errors import (
     ConfigurationError,
-    ConnectError,
+    DeadlineExceededError,
     HTTPStatusError,
     MeshError,
     MeshTimeoutError,
     PolicyDeniedError,
-    TLSHandshakeError,
+    ServerIdentityError,
     TransportError,
 )
 from .identity import Identity
+from .policy import EgressPolicy
 from .tls import build_client_context, sni_for
 from .transport.adapter import MeshAdapter, Route, TLSState
+from .transport.balancer import Balancer, DnsEndpoints, Endpoint, StaticEndpoints
+from .transport.budget import RetryBudget
+from .transport.failures import Failure, translate
+from .transport.header import ALPN
+from .transport.retry import RETRY_AFTER_STATUSES, RetryPolicy, parse_retry_after
 
-__all__ = ["MeshClient", "MeshService", "DEFAULT_TIMEOUT", "raise_for_status"]
+__all__ = ["MeshClient", "MeshService", "DEFAULT_TIMEOUT", "DIRECT_PORT", "raise_for_status"]
+
+log = logging.getLogger("meshclient.client")
 
 #: (connect, read) seconds. Linkerd's default route timeout is 10 s; uploads need longer reads.
 DEFAULT_TIMEOUT: tuple[float, float] = (10.0, 60.0)
+#: The Linkerd proxy's inbound port, where direct mode connects.
+DIRECT_PORT = 4143
 _REDIRECTS = {301, 302, 303, 307, 308}
 _MAX_REDIRECTS = 10
+
+
+class _Token(Protocol):
+    value: str
+    subject: str | None
+
+
+class TokenSource(Protocol):
+    """What ``MeshClient(token=...)`` needs from a provider in :mod:`meshclient.tokens`."""
+
+    def token(self) -> _Token: ...
+
+    def invalidate(self) -> None: ...
 
 
 def _user_agent() -> str:
@@ -40,13 +71,49 @@ def _user_agent() -> str:
     return f"meshclient/{__version__} python-requests/{requests.__version__}"
 
 
+def _timeout_pair(timeout: float | tuple[float, float]) -> tuple[float, float]:
+    if isinstance(timeout, tuple):
+        return float(timeout[0]), float(timeout[1])
+    return float(timeout), float(timeout)
+
+
+@dataclass
+class _Target:
+    """Where one logical request goes: a fixed route, or a balanced set of endpoints."""
+
+    route: Route
+    balancer: Balancer | None = None
+    direct_port: int | None = None  # with a balancer: connect to endpoint_host:direct_port
+
+    def choose(self, exclude: Endpoint | None) -> tuple[Route, Endpoint | None]:
+        if self.balancer is None:
+            return self.route, None
+        ep = self.balancer.pick(exclude)
+        if self.direct_port is not None:
+            route = Route(ep.host, self.direct_port, self.route.server_identity, self.route.sni,
+                          direct_target_port=ep.port)
+        else:
+            route = Route(ep.host, ep.port, self.route.server_identity, self.route.sni)
+        return route, ep
+
+
 class MeshClient:
     """A thread-safe HTTP client speaking mutual TLS with verified identities on both ends.
 
     Args:
         credentials: the workload's :class:`~meshclient.Credentials` (``None``: from the
             ``MESHCLIENT_*`` environment variables).
-        timeout: default ``(connect, read)`` timeout in seconds, or one number for both.
+        token: a provider from :mod:`meshclient.tokens`; its bearer token is attached to every
+            request (all MeshClient destinations are mesh services), refreshed once on a 401.
+        policy: an :class:`~meshclient.EgressPolicy`; requests to other identities fail before
+            any connection is opened.
+        audit: where audit events go: a callable taking an :class:`~meshclient.AuditEvent`,
+            ``True`` (the ``meshclient.audit`` logger, JSON lines), a ``logging.Logger`` or a file path.
+        retries: a :class:`~meshclient.RetryPolicy` (``None``: Linkerd-like defaults; use
+            ``RetryPolicy.disabled()`` to switch retries off).
+        retry_budget: a :class:`~meshclient.RetryBudget` (default 20 % + 10/s over 10 s).
+        timeout: default ``(connect, read)`` timeout in seconds per attempt, or one number for both.
+        deadline: default overall seconds per request across all attempts (``None``: no deadline).
         allow_tls12: accept TLS 1.2 servers (Linkerd speaks TLS 1.3 only; opt in for other peers).
         pool_maxsize: keep-alive connections kept per (address, identity).
 
@@ -59,7 +126,13 @@ class MeshClient:
         self,
         credentials: Credentials | None = None,
         *,
+        token: TokenSource | None = None,
+        policy: EgressPolicy | None = None,
+        audit: AuditSink | str | logging.Logger | bool | None = None,
+        retries: RetryPolicy | None = None,
+        retry_budget: RetryBudget | None = None,
         timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
+        deadline: float | None = None,
         allow_tls12: bool = False,
         pool_maxsize: int = 10,
         headers: Mapping[str, str] | None = None,
@@ -71,9 +144,18 @@ class MeshClient:
                 f"credentials must be a meshclient.Credentials, got {type(credentials).__name__}.",
                 hint="Build one with Credentials.from_files(...), from_pem(...) or from_env().",
             )
+        if policy is not None and not isinstance(policy, EgressPolicy):
+            raise ConfigurationError("policy must be a meshclient.EgressPolicy.",
+                                     hint='Write policy=meshclient.EgressPolicy(allow=["*.ns.serviceaccount..."]).')
         self._credentials = credentials
+        self._token = token
+        self._policy = policy
+        self._audit = as_audit_sink(audit)
+        self._retries = retries or RetryPolicy()
+        self._budget = retry_budget or RetryBudget()
         self._allow_tls12 = allow_tls12
-        self._timeout = timeout
+        self._timeout = _timeout_pair(timeout)
+        self._deadline = deadline
         self._lock = threading.Lock()
         self._tls: TLSState | None = None
         self._closed = False
@@ -97,6 +179,10 @@ class MeshClient:
         """This client's own identity (what servers see as ``l5d-client-id``)."""
         return self._credentials.identity
 
+    @property
+    def retry_budget(self) -> RetryBudget:
+        return self._budget
+
     def _tls_state(self) -> TLSState:
         state = self._tls
         creds = self._credentials
@@ -104,7 +190,10 @@ class MeshClient:
             return state
         with self._lock:
             if self._tls is None or self._tls.generation != creds.generation:
-                self._tls = TLSState(creds.generation, build_client_context(creds, allow_tls12=self._allow_tls12))
+                ctx = build_client_context(creds, allow_tls12=self._allow_tls12)
+                direct = build_client_context(creds, allow_tls12=False)
+                direct.set_alpn_protocols([ALPN])
+                self._tls = TLSState(creds.generation, ctx, direct)
             return self._tls
 
     @property
@@ -121,45 +210,241 @@ class MeshClient:
         *,
         server_identity: str | Identity,
         server_name: str | None = None,
+        direct: bool | str | None = None,
         params: Any = None,
         data: Any = None,
         json: Any = None,
         headers: Mapping[str, str] | None = None,
         files: Any = None,
         timeout: float | tuple[float, float] | None = None,
+        deadline: float | None = None,
         stream: bool = False,
         allow_redirects: bool = True,
+        retry: bool = True,
     ) -> requests.Response:
         """Send one request to ``url``, which must be served by ``server_identity``.
 
         ``url`` may use any address (pod IP, service DNS name, localhost); the identity is
         what is verified. For a SPIFFE ``server_identity`` the SNI is ``server_name`` or the
-        URL host. Redirects are followed only within the same scheme, host and port, where the
-        verified identity stays the same; other redirects are returned as they are.
-        Returns a ``requests.Response``; errors are :class:`~meshclient.MeshError`.
+        URL host. ``direct=True`` uses Linkerd's direct mode (TLS to port 4143 of the URL's
+        host with ALPN ``transport.l5d.io/v1`` and a transport header naming the URL's port);
+        ``direct="host:port"`` connects to that proxy address instead. Retries follow the
+        client's :class:`RetryPolicy` and budget; ``deadline`` bounds all attempts together.
+        Redirects are followed only within the same scheme, host and port, where the verified
+        identity stays the same. Returns a ``requests.Response``; errors are
+        :class:`~meshclient.MeshError` subclasses.
         """
+        identity = Identity.parse(server_identity)
+        target = _Target(self._route(url, identity, server_name, direct))
+        return self._perform(method, url, identity, target, params=params, data=data, json=json, headers=headers,
+                             files=files, timeout=timeout, deadline=deadline, stream=stream,
+                             allow_redirects=allow_redirects, retry=retry)
+
+    def _perform(self, method: str, url: str, identity: Identity, target: _Target, *, params: Any, data: Any,
+                 json: Any, headers: Mapping[str, str] | None, files: Any, timeout: Any, deadline: float | None,
+                 stream: bool, allow_redirects: bool, retry: bool, host_header: str | None = None) -> requests.Response:
         if self._closed:
             raise ConfigurationError("This MeshClient is closed.", hint="Create a new MeshClient.")
-        identity = Identity.parse(server_identity)
-        route = self._route(url, identity, server_name)
+        started = time.monotonic()
+        trace = TraceContext.from_headers(headers)
         req = requests.Request(method.upper(), url, params=params, data=data, json=json,
                                headers=dict(headers) if headers else None, files=files)
         prepared = self._session.prepare_request(req)
-        prepared.mesh_route = route  # type: ignore[attr-defined]
-        effective_timeout = self._timeout if timeout is None else timeout
-        response = self._send(prepared, effective_timeout, stream)
+        prepared.headers.setdefault("traceparent", trace.header)
+        if host_header:
+            prepared.headers["Host"] = host_header
+        budget_deadline = None if (deadline if deadline is not None else self._deadline) is None else (
+            started + (deadline if deadline is not None else self._deadline)  # type: ignore[operator]
+        )
+        if self._policy is not None:
+            try:
+                self._policy.check(identity, client_identity=self.identity)
+            except MeshError as exc:
+                self._emit(prepared, target.route, None, started, attempts=0, trace=trace, outcome="egress_denied",
+                           error=exc, token_subject=None)
+                raise
+        per_attempt = self._timeout if timeout is None else _timeout_pair(timeout)
+        response = self._attempts(prepared, target, per_attempt, budget_deadline, stream, retry, trace, started)
         redirects = 0
         while allow_redirects and response.status_code in _REDIRECTS and redirects < _MAX_REDIRECTS:
-            nxt = self._same_origin_redirect(prepared, response, route)
+            nxt = self._same_origin_redirect(prepared, response, target.route)
             if nxt is None:
                 break
             response.close()
             prepared = nxt
-            response = self._send(prepared, effective_timeout, stream)
+            response = self._attempts(prepared, _Target(target.route), per_attempt, budget_deadline, stream, retry,
+                                      trace, time.monotonic())
             redirects += 1
         return response
 
-    def _route(self, url: str, identity: Identity, server_name: str | None) -> Route:
+    # -- the attempt loop -------------------------------------------------------------------
+    def _attempts(self, prepared: requests.PreparedRequest, target: _Target, per_attempt: tuple[float, float],
+                  deadline_at: float | None, stream: bool, retry: bool, trace: TraceContext,
+                  started: float) -> requests.Response:
+        method = prepared.method or "GET"
+        policy = self._retries
+        may_repeat = retry and policy.method_allows_retry(method, prepared.headers)
+        replay = _Replay(prepared)
+        self._budget.record_request()
+        attempts = 0
+        token_refreshed = False
+        token_subject: str | None = None
+        exclude: Endpoint | None = None
+        route = target.route
+        while True:
+            attempts += 1
+            try:
+                route, endpoint = target.choose(exclude)
+            except MeshError as exc:
+                self._emit(prepared, route, None, started, attempts, trace, "no_endpoint", exc, token_subject)
+                raise
+            prepared.mesh_route = route  # type: ignore[attr-defined]
+            token_subject = self._attach_token(prepared)
+            try:
+                attempt_timeout = self._attempt_timeout(per_attempt, deadline_at, prepared, route)
+            except DeadlineExceededError as exc:
+                self._emit(prepared, route, None, started, attempts - 1, trace, "deadline_exceeded", exc, token_subject)
+                raise
+            t0 = time.monotonic()
+            if endpoint is not None:
+                endpoint.latency.start()
+            try:
+                response = self._session.send(prepared, timeout=attempt_timeout, stream=stream, allow_redirects=False)
+            except Exception as exc:
+                failure = translate(exc, route, method, prepared.url, attempt_timeout)
+                if endpoint is not None:
+                    endpoint.latency.finish()
+                    endpoint.breaker.record_failure()
+                retry_ok = (
+                    failure.transient
+                    and retry
+                    and (failure.before_send or may_repeat)
+                    and not isinstance(failure.error, ServerIdentityError)
+                    and replay.possible
+                    and attempts < policy.max_attempts
+                )
+                delay = policy.backoff(attempts - 1)
+                if retry_ok and self._time_left(deadline_at, delay) and self._budget.try_withdraw():
+                    log.debug("retrying %s %s after %s (attempt %d)", method, redact_url(prepared.url),
+                              type(failure.error).__name__, attempts)
+                    exclude = endpoint
+                    time.sleep(delay)
+                    if replay.rewind():
+                        continue
+                error = self._deadline_error(failure, deadline_at, prepared, route)
+                self._emit(prepared, route, None, started, attempts, trace, _outcome(error), error, token_subject)
+                raise error from None
+            elapsed = time.monotonic() - t0
+            if endpoint is not None:
+                endpoint.latency.finish()
+                endpoint.latency.observe(elapsed)
+                if response.status_code >= 500:
+                    endpoint.breaker.record_failure()
+                else:
+                    endpoint.breaker.record_success()
+            status = response.status_code
+            if status == 401 and self._token is not None and not token_refreshed and replay.possible:
+                token_refreshed = True  # one forced refresh, outside the retry budget
+                self._token.invalidate()
+                if replay.rewind():
+                    response.close()
+                    continue
+            if (status in policy.retry_statuses and may_repeat and replay.possible
+                    and attempts < policy.max_attempts):
+                delay = policy.backoff(attempts - 1)
+                if status in RETRY_AFTER_STATUSES:
+                    hinted = parse_retry_after(response.headers.get("Retry-After"))
+                    if hinted is not None:
+                        delay = hinted
+                if delay <= policy.max_retry_after and self._time_left(deadline_at, delay) \
+                        and self._budget.try_withdraw():
+                    log.debug("retrying %s %s after status %d (attempt %d)", method, redact_url(prepared.url),
+                              status, attempts)
+                    response.close()
+                    exclude = endpoint if status >= 500 else None
+                    time.sleep(delay)
+                    if replay.rewind():
+                        continue
+                    raise TransportError(
+                        f"{method} {redact_url(prepared.url)}: the request body could not be rewound for a retry "
+                        f"after status {status}.",
+                        hint="Pass bytes or a seekable file as the body.",
+                    )
+            response.mesh_attempts = attempts  # type: ignore[attr-defined]
+            self._emit(prepared, route, response, started, attempts, trace, _status_outcome(response), None,
+                       token_subject)
+            return response
+
+    def _attach_token(self, prepared: requests.PreparedRequest) -> str | None:
+        if self._token is None:
+            return None
+        if prepared.headers.get("Authorization") and not getattr(prepared, "mesh_token_attached", False):
+            return None  # the caller set its own Authorization header
+        tok = self._token.token()
+        prepared.headers["Authorization"] = f"Bearer {tok.value}"
+        prepared.mesh_token_attached = True  # type: ignore[attr-defined]
+        return tok.subject
+
+    @staticmethod
+    def _time_left(deadline_at: float | None, needed: float) -> bool:
+        return deadline_at is None or time.monotonic() + needed < deadline_at
+
+    def _attempt_timeout(self, per_attempt: tuple[float, float], deadline_at: float | None,
+                         prepared: requests.PreparedRequest, route: Route) -> tuple[float, float]:
+        if deadline_at is None:
+            return per_attempt
+        remaining = deadline_at - time.monotonic()
+        if remaining <= 0:
+            raise DeadlineExceededError(
+                f"{prepared.method} {redact_url(prepared.url)} ({route.server_identity}) ran out of its deadline.",
+                hint="Raise deadline= or make the server answer faster.",
+            )
+        return min(per_attempt[0], remaining), min(per_attempt[1], remaining)
+
+    def _deadline_error(self, failure: Failure, deadline_at: float | None, prepared: requests.PreparedRequest,
+                        route: Route) -> MeshError:
+        if (deadline_at is not None and isinstance(failure.error, MeshTimeoutError)
+                and time.monotonic() >= deadline_at - 0.001):
+            return DeadlineExceededError(
+                f"{prepared.method} {redact_url(prepared.url)} ({route.server_identity}) did not complete within "
+                "its deadline (all attempts together).",
+                hint="Raise deadline= or make the server answer faster.",
+            )
+        return failure.error
+
+    def _emit(self, prepared: requests.PreparedRequest, route: Route, response: requests.Response | None,
+              started: float, attempts: int, trace: TraceContext, outcome: str, error: MeshError | None,
+              token_subject: str | None) -> None:
+        if self._audit is None:
+            return
+        peer = getattr(response, "mesh_peer", None) if response is not None else None
+        event = AuditEvent(
+            time=AuditEvent.now(),
+            client_identity=str(self.identity),
+            server_identity=str(route.server_identity),
+            verified_server_identity=str(peer.identity) if peer is not None else None,
+            token_subject=token_subject,
+            method=prepared.method or "",
+            url=redact_url(prepared.url),
+            status=response.status_code if response is not None else None,
+            bytes_sent=_body_size(prepared),
+            bytes_received=_received_size(response),
+            duration_ms=round((time.monotonic() - started) * 1000, 3),
+            attempts=attempts,
+            idempotency_key=prepared.headers.get("Idempotency-Key"),
+            trace_id=_trace_id(prepared, trace),
+            outcome=outcome,
+            error=type(error).__name__ if error is not None else None,
+            endpoint=route.address,
+        )
+        try:
+            self._audit(event)
+        except Exception:
+            log.exception("the audit sink raised; the request itself completed")
+
+    # -- routes -----------------------------------------------------------------------------
+    def _route(self, url: str, identity: Identity, server_name: str | None,
+               direct: bool | str | None = None) -> Route:
         try:
             parts = urlsplit(url)
             port = parts.port
@@ -167,13 +452,22 @@ class MeshClient:
             raise ConfigurationError(f"The URL {url!r} is not valid: {exc}.") from None
         if parts.scheme != "https":
             raise ConfigurationError(
-                f"The URL {url!r} is not https: meshclient only speaks mutual TLS.",
+                f"The URL {redact_url(url)!r} is not https: meshclient only speaks mutual TLS.",
                 hint="Use https:// with the workload's address and port (the Linkerd proxy terminates mTLS there).",
             )
         if not parts.hostname:
-            raise ConfigurationError(f"The URL {url!r} has no host.")
+            raise ConfigurationError(f"The URL {redact_url(url)!r} has no host.")
         host = parts.hostname
-        return Route(host=host, port=port or 443, server_identity=identity, sni=sni_for(identity, host, server_name))
+        port = port or 443
+        sni = sni_for(identity, host, server_name)
+        if not direct:
+            return Route(host=host, port=port, server_identity=identity, sni=sni)
+        if direct is True:
+            return Route(host=host, port=DIRECT_PORT, server_identity=identity, sni=sni, direct_target_port=port)
+        from .transport.balancer import parse_address
+
+        dhost, dport = parse_address(str(direct), DIRECT_PORT)
+        return Route(host=dhost, port=dport, server_identity=identity, sni=sni, direct_target_port=port)
 
     def _same_origin_redirect(
         self, prepared: requests.PreparedRequest, response: requests.Response, route: Route
@@ -183,8 +477,9 @@ class MeshClient:
             return None
         target = urljoin(prepared.url or "", location)
         parts = urlsplit(target)
-        if parts.scheme != "https" or parts.hostname != route.host or (parts.port or 443) != route.port:
-            return None  # another host could be another workload: never reuse the identity for it
+        current = urlsplit(prepared.url or "")
+        if parts.scheme != "https" or parts.hostname != current.hostname or (parts.port or 443) != (current.port or 443):
+            return None  # another host could be another workload: never reuse the identity (or token) for it
         nxt = prepared.copy()
         nxt.prepare_url(target, None)
         status = response.status_code
@@ -193,46 +488,12 @@ class MeshClient:
             nxt.body = None
             for name in ("Content-Length", "Content-Type", "Transfer-Encoding"):
                 nxt.headers.pop(name, None)
-        elif nxt.body is not None and not isinstance(nxt.body, (bytes, str)):
-            seek = getattr(nxt.body, "seek", None)
-            pos = getattr(prepared, "_body_position", None)
-            if seek is None or not isinstance(pos, int):
-                return None  # a stream cannot be replayed
-            seek(pos)
+        elif nxt.body is not None and not _Replay(prepared).rewind():
+            return None  # a stream cannot be replayed
         nxt.mesh_route = route  # type: ignore[attr-defined]
+        if getattr(prepared, "mesh_token_attached", False):
+            nxt.mesh_token_attached = True  # type: ignore[attr-defined]
         return nxt
-
-    def _send(self, prepared: requests.PreparedRequest, timeout: Any, stream: bool) -> requests.Response:
-        route: Route = prepared.mesh_route  # type: ignore[attr-defined]
-        try:
-            return self._session.send(prepared, timeout=timeout, stream=stream, allow_redirects=False)
-        except MeshError:
-            raise
-        except requests.exceptions.ConnectTimeout:
-            raise MeshTimeoutError(
-                f"Connecting to {route.address} ({route.server_identity}) timed out after {_connect_part(timeout)} s.",
-                hint="Check that the address is reachable from this cluster (network path, security groups) "
-                "and that the port is the workload's port.",
-            ) from None
-        except requests.exceptions.ReadTimeout:
-            raise MeshTimeoutError(
-                f"{prepared.method} {_safe_url(prepared.url)} ({route.server_identity}) got no response within "
-                f"{_read_part(timeout)} s.",
-                hint="The server is slow or stalled; raise timeout=(connect, read) if the operation is long.",
-            ) from None
-        except requests.exceptions.SSLError as exc:
-            raise _tls_error(route, exc) from None
-        except requests.exceptions.ConnectionError as exc:
-            if _looks_like_tls(exc):
-                raise _tls_error(route, exc) from None
-            raise ConnectError(
-                f"Could not connect to {route.address} for {route.server_identity}: {_reason(exc)}.",
-                hint="Check the address and port, and that the service is running and reachable.",
-            ) from None
-        except requests.exceptions.RequestException as exc:
-            raise TransportError(
-                f"{prepared.method} {_safe_url(prepared.url)} ({route.server_identity}) failed: {_reason(exc)}."
-            ) from None
 
     def get(self, url: str, **kwargs: Any) -> requests.Response:
         return self.request("GET", url, **kwargs)
@@ -249,9 +510,23 @@ class MeshClient:
     def head(self, url: str, **kwargs: Any) -> requests.Response:
         return self.request("HEAD", url, **kwargs)
 
-    def service(self, base_url: str, server_identity: str | Identity, *, server_name: str | None = None) -> MeshService:
-        """A base URL bound to the identity that must serve it."""
-        return MeshService(self, base_url, Identity.parse(server_identity), server_name=server_name)
+    def service(
+        self,
+        base_url: str,
+        server_identity: str | Identity,
+        *,
+        server_name: str | None = None,
+        endpoints: list[str] | StaticEndpoints | DnsEndpoints | None = None,
+        direct: bool | str | None = None,
+    ) -> MeshService:
+        """A base URL bound to the identity that must serve it.
+
+        ``endpoints`` spreads requests over several addresses serving that identity: a list of
+        ``host[:port]`` (the port defaults to the base URL's), or :class:`DnsEndpoints` for
+        the A records of a headless service. ``direct`` as in :meth:`request`.
+        """
+        return MeshService(self, base_url, Identity.parse(server_identity), server_name=server_name,
+                           endpoints=endpoints, direct=direct)
 
     # -- lifecycle ------------------------------------------------------------------------
     def close(self) -> None:
@@ -271,23 +546,51 @@ class MeshClient:
 class MeshService:
     """A base URL bound to a server identity: ``svc.post("/invocations", json=...)``."""
 
-    def __init__(self, client: MeshClient, base_url: str, server_identity: Identity,
-                 *, server_name: str | None = None) -> None:
-        client._route(base_url, server_identity, server_name)  # validate early
+    def __init__(self, client: MeshClient, base_url: str, server_identity: Identity, *,
+                 server_name: str | None = None,
+                 endpoints: list[str] | StaticEndpoints | DnsEndpoints | None = None,
+                 direct: bool | str | None = None) -> None:
+        self._route = client._route(base_url, server_identity, server_name, direct)
         self.client = client
         self.base_url = base_url.rstrip("/")
         self.server_identity = server_identity
         self.server_name = server_name
+        self.direct = direct
+        self._balancer: Balancer | None = None
+        if endpoints is not None:
+            parts = urlsplit(self.base_url)
+            default_port = parts.port or 443
+            source = endpoints if isinstance(endpoints, (StaticEndpoints, DnsEndpoints)) else \
+                StaticEndpoints(endpoints, default_port)
+            self._balancer = Balancer(source, service=f"{self.base_url} ({server_identity})")
+
+    @property
+    def endpoints(self) -> list[Endpoint]:
+        return list(self._balancer.endpoints.current()) if self._balancer else []
 
     def url(self, path: str) -> str:
         if "://" in path:
-            raise ConfigurationError(f"MeshService paths are relative; got the URL {path!r}.",
+            raise ConfigurationError(f"MeshService paths are relative; got the URL {redact_url(path)!r}.",
                                      hint="Use client.request(...) for another address.")
         return f"{self.base_url}/{path.lstrip('/')}" if path else self.base_url
 
     def request(self, method: str, path: str = "", **kwargs: Any) -> requests.Response:
-        return self.client.request(method, self.url(path), server_identity=self.server_identity,
-                                   server_name=self.server_name, **kwargs)
+        url = self.url(path)
+        if self._balancer is None:
+            return self.client.request(method, url, server_identity=self.server_identity,
+                                       server_name=self.server_name, direct=self.direct, **kwargs)
+        direct_port = None
+        if self.direct:
+            direct_port = DIRECT_PORT if self.direct is True else int(str(self.direct).rsplit(":", 1)[-1])
+        target = _Target(self._route, self._balancer, direct_port)
+        host_header = urlsplit(self.base_url).netloc
+        options: dict[str, Any] = {"params": None, "data": None, "json": None, "headers": None, "files": None, "timeout": None,
+                   "deadline": None, "stream": False, "allow_redirects": True, "retry": True}
+        unknown = set(kwargs) - set(options)
+        if unknown:
+            raise TypeError(f"unexpected arguments: {', '.join(sorted(unknown))}")
+        options.update(kwargs)
+        return self.client._perform(method, url, self.server_identity, target, host_header=host_header, **options)
 
     def get(self, path: str = "", **kwargs: Any) -> requests.Response:
         return self.request("GET", path, **kwargs)
@@ -308,12 +611,88 @@ class MeshService:
         return f"MeshService({self.base_url!r}, server_identity='{self.server_identity}')"
 
 
+class _Replay:
+    """Whether (and how) a prepared body can be sent again: bytes yes, seekable files rewound,
+    generators and other streams never."""
+
+    def __init__(self, prepared: requests.PreparedRequest) -> None:
+        self.body = prepared.body
+        self.position = getattr(prepared, "_body_position", None)
+        if self.body is None or isinstance(self.body, (bytes, str, bytearray)):
+            self.possible = True
+        else:
+            seek = getattr(self.body, "seek", None)
+            tell = getattr(self.body, "tell", None)
+            if self.position is None and callable(tell):
+                try:
+                    self.position = tell()
+                except OSError:
+                    self.position = None
+            self.possible = callable(seek) and isinstance(self.position, int)
+
+    def rewind(self) -> bool:
+        if not self.possible:
+            return False
+        if self.body is not None and not isinstance(self.body, (bytes, str, bytearray)):
+            try:
+                self.body.seek(self.position)  # type: ignore[union-attr]
+            except (OSError, ValueError):
+                return False
+        return True
+
+
+def _outcome(error: MeshError) -> str:
+    name = type(error).__name__
+    return {
+        "ServerIdentityError": "server_identity_mismatch",
+        "TLSHandshakeError": "tls_error",
+        "ConnectError": "connect_error",
+        "MeshTimeoutError": "timeout",
+        "DeadlineExceededError": "deadline_exceeded",
+    }.get(name, "transport_error")
+
+
+def _status_outcome(response: requests.Response) -> str:
+    if response.status_code == 403 and response.headers.get("l5d-proxy-error"):
+        return "policy_denied"
+    if response.status_code >= 400:
+        return "http_error"
+    return "ok"
+
+
+def _body_size(prepared: requests.PreparedRequest) -> int | None:
+    body = prepared.body
+    if body is None:
+        return 0
+    if isinstance(body, (bytes, bytearray)):
+        return len(body)
+    if isinstance(body, str):
+        return len(body.encode("utf-8"))
+    length = prepared.headers.get("Content-Length")
+    return int(length) if length and length.isdigit() else None
+
+
+def _received_size(response: requests.Response | None) -> int | None:
+    if response is None:
+        return None
+    if getattr(response, "_content_consumed", False) and isinstance(getattr(response, "_content", None), bytes):
+        return len(response.content)
+    length = response.headers.get("Content-Length")
+    return int(length) if length and length.isdigit() else None
+
+
+def _trace_id(prepared: requests.PreparedRequest, trace: TraceContext) -> str:
+    value = prepared.headers.get("traceparent", "")
+    parts = value.split("-")
+    return parts[1] if len(parts) == 4 and len(parts[1]) == 32 else trace.trace_id
+
+
 def raise_for_status(response: requests.Response) -> requests.Response:
     """Raise :class:`HTTPStatusError` (or :class:`PolicyDeniedError`) for 4xx/5xx; return the response."""
     status = response.status_code
     if status < 400:
         return response
-    url = _safe_url(response.request.url if response.request else response.url)
+    url = redact_url(response.request.url if response.request else response.url)
     proxy_error = response.headers.get("l5d-proxy-error")
     if status == 403 and proxy_error:
         raise PolicyDeniedError(
@@ -324,77 +703,3 @@ def raise_for_status(response: requests.Response) -> requests.Response:
     if proxy_error:
         raise HTTPStatusError(f"The mesh proxy answered {status} for {url}: {proxy_error}.", status=status, url=url)
     raise HTTPStatusError(f"{url} answered {status} {response.reason or ''}".rstrip() + ".", status=status, url=url)
-
-
-# -- helpers ---------------------------------------------------------------------------------
-def _safe_url(url: str | None) -> str:
-    """The URL without query values (they may carry secrets)."""
-    if not url:
-        return "(no url)"
-    parts = urlsplit(url)
-    query = "&".join(f"{kv.split('=', 1)[0]}=..." for kv in parts.query.split("&") if kv) if parts.query else ""
-    netloc = parts.hostname or ""
-    if parts.port:
-        netloc = f"{netloc}:{parts.port}"
-    return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
-
-
-def _connect_part(timeout: Any) -> Any:
-    return timeout[0] if isinstance(timeout, tuple) else timeout
-
-
-def _read_part(timeout: Any) -> Any:
-    return timeout[1] if isinstance(timeout, tuple) else timeout
-
-
-def _chain(exc: BaseException) -> list[BaseException]:
-    seen: list[BaseException] = []
-    todo: list[BaseException | None] = [exc]
-    while todo:
-        cur = todo.pop()
-        if cur is None or any(cur is s for s in seen):
-            continue
-        seen.append(cur)
-        todo.extend([cur.__cause__, cur.__context__])
-        todo.extend(a for a in getattr(cur, "args", ()) if isinstance(a, BaseException))
-        reason = getattr(cur, "reason", None)
-        if isinstance(reason, BaseException):
-            todo.append(reason)
-    return seen
-
-
-def _looks_like_tls(exc: BaseException) -> bool:
-    return any(isinstance(e, ssl.SSLError) for e in _chain(exc)) or "alert" in str(exc).lower()
-
-
-def _reason(exc: BaseException) -> str:
-    chain = _chain(exc)
-    innermost = chain[-1] if chain else exc
-    for e in chain:
-        if isinstance(e, (ssl.SSLError, OSError)) and not isinstance(e, requests.exceptions.RequestException):
-            innermost = e
-    text = str(innermost) or type(innermost).__name__
-    return text.replace("\n", " ")[:300]
-
-
-def _tls_error(route: Route, exc: BaseException) -> TLSHandshakeError:
-    reason = _reason(exc)
-    low = reason.lower()
-    if "certificate_verify_failed" in low or "certificate verify failed" in low:
-        hint = ("The server's certificate does not chain to this client's mesh trust anchors: it is not in this "
-                "mesh, or the anchors are from another cluster or out of date.")
-    elif "certificate required" in low or "alert_certificate_required" in low or "unknown ca" in low \
-            or "bad certificate" in low or "certificate unknown" in low:
-        hint = ("The server refused this client's certificate: check that the server trusts the same anchors "
-                "and that the client certificate is current.")
-    elif "unrecognized name" in low or "handshake failure" in low:
-        hint = (f"The server did not accept SNI '{route.sni}': a Linkerd proxy only terminates TLS for its own "
-                "identity. Check server_identity.")
-    elif "protocol version" in low or "wrong version" in low or "unsupported protocol" in low:
-        hint = "The server does not speak TLS 1.3 (Linkerd does); pass allow_tls12=True only for non-Linkerd peers."
-    else:
-        hint = "Check that the address is the workload's mTLS port and that both sides share the trust anchors."
-    return TLSHandshakeError(
-        f"TLS handshake with {route.address} (expecting '{route.server_identity}', SNI '{route.sni}') failed: {reason}.",
-        hint=hint,
-    )

@@ -6,6 +6,8 @@ what to do about it. They never contain key material, tokens or secret values.
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "MeshError",
     "ConfigurationError",
@@ -13,11 +15,15 @@ __all__ = [
     "CredentialsError",
     "MaterialNotFoundError",
     "MaterialFormatError",
+    "EmptyMaterialError",
     "EncryptedKeyError",
+    "WrongKeyPasswordError",
     "KeyMismatchError",
     "ChainError",
     "MissingIntermediateError",
     "CertificateValidityError",
+    "CertificateExpiredError",
+    "CertificateNotYetValidError",
     "UnsupportedKeyError",
     "IdentitySANError",
     "KeyUsageError",
@@ -28,6 +34,9 @@ __all__ = [
     "MeshTimeoutError",
     "HTTPStatusError",
     "PolicyDeniedError",
+    "NoEndpointAvailableError",
+    "EgressDeniedError",
+    "DeadlineExceededError",
 ]
 
 
@@ -42,6 +51,18 @@ class MeshError(Exception):
         self.message = message
         self.hint = hint
         super().__init__(f"{message} {hint}" if hint else message)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Exceptions pickle as ``cls(*args)`` by default, which loses ``hint`` and breaks
+        # subclasses with keyword-only fields; Spark ships executor errors to the driver pickled.
+        return (_restore, (type(self), self.args, dict(self.__dict__)))
+
+
+def _restore(cls: type[MeshError], args: tuple[Any, ...], state: dict[str, Any]) -> MeshError:
+    err = cls.__new__(cls, *args)
+    err.args = args
+    err.__dict__.update(state)
+    return err
 
 
 class ConfigurationError(MeshError, ValueError):
@@ -64,8 +85,16 @@ class MaterialFormatError(CredentialsError):
     """Bytes that should be PEM/DER certificates or keys are empty, garbage or truncated."""
 
 
+class EmptyMaterialError(MaterialFormatError):
+    """A certificate, key or trust-anchor file or value is empty (often an unset secret)."""
+
+
 class EncryptedKeyError(CredentialsError):
     """The private key is encrypted and no (or a wrong) password was given."""
+
+
+class WrongKeyPasswordError(EncryptedKeyError):
+    """The private key is encrypted and the password given does not decrypt it."""
 
 
 class KeyMismatchError(CredentialsError):
@@ -81,7 +110,24 @@ class MissingIntermediateError(ChainError):
 
 
 class CertificateValidityError(CredentialsError):
-    """A certificate is expired or not yet valid."""
+    """A certificate is expired or not yet valid.
+
+    ``not_before`` / ``not_after`` hold the certificate's dates (aware UTC datetimes) when known.
+    """
+
+    def __init__(self, message: str, *, hint: str | None = None, not_before: Any = None,
+                 not_after: Any = None) -> None:
+        super().__init__(message, hint=hint)
+        self.not_before = not_before
+        self.not_after = not_after
+
+
+class CertificateExpiredError(CertificateValidityError):
+    """A certificate's ``notAfter`` is in the past."""
+
+
+class CertificateNotYetValidError(CertificateValidityError):
+    """A certificate's ``notBefore`` is in the future (often a wrong clock)."""
 
 
 class UnsupportedKeyError(CredentialsError):
@@ -127,3 +173,15 @@ class HTTPStatusError(MeshError):
 
 class PolicyDeniedError(HTTPStatusError):
     """A Linkerd proxy refused the request by policy (403 with ``l5d-proxy-error``)."""
+
+
+class NoEndpointAvailableError(TransportError):
+    """Every endpoint of a service is failing (all circuit breakers open), or none resolves."""
+
+
+class EgressDeniedError(MeshError):
+    """The client's egress policy forbids sending to this server identity; nothing was sent."""
+
+
+class DeadlineExceededError(MeshTimeoutError):
+    """A request's deadline passed across its attempts (retries included)."""

@@ -122,9 +122,14 @@ class PeerInfo:
     alpn: str | None = None
 
 
-def peer_identities(peer_cert: dict[str, Any]) -> list[str]:
+def _san_pairs(peer_cert: Any) -> list[tuple[str, str]]:
+    """``(kind, value)`` SAN pairs of a ``getpeercert()`` dict."""
+    return [(str(pair[0]), str(pair[1])) for pair in peer_cert.get("subjectAltName", ()) if len(pair) == 2]
+
+
+def peer_identities(peer_cert: Any) -> list[str]:
     """DNS and URI SANs of a verified peer certificate (``getpeercert()`` form)."""
-    return [value for kind, value in peer_cert.get("subjectAltName", ()) if kind in ("DNS", "URI")]
+    return [value for kind, value in _san_pairs(peer_cert) if kind in ("DNS", "URI")]
 
 
 def verify_server_identity(sock: ssl.SSLSocket, expected: Identity, *, where: str) -> PeerInfo:
@@ -140,8 +145,9 @@ def verify_server_identity(sock: ssl.SSLSocket, expected: Identity, *, where: st
             hint="The endpoint is not a mesh proxy; check the address and port.",
         )
     kind = "URI" if expected.is_spiffe else "DNS"
-    sans = tuple(f"{k}:{v}" for k, v in cert.get("subjectAltName", ()))
-    if not any(k == kind and v == expected.value for k, v in cert.get("subjectAltName", ())):
+    pairs = _san_pairs(cert)
+    sans = tuple(f"{k}:{v}" for k, v in pairs)
+    if not any(k == kind and v == expected.value for k, v in pairs):
         found = ", ".join(peer_identities(cert)) or "no identity SAN"
         raise ServerIdentityError(
             f"The server at {where} is '{found}', not the expected identity '{expected}'. "

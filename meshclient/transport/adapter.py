@@ -20,10 +20,13 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPSConnection
 from urllib3.connectionpool import HTTPSConnectionPool
 
+from ..errors import TLSHandshakeError
 from ..identity import Identity
 from ..tls import PeerInfo, verify_server_identity
+from .header import ALPN, TransportHeader, encode_header
 
-__all__ = ["Route", "TLSState", "MeshAdapter", "MeshHTTPSConnection", "MeshHTTPSConnectionPool"]
+__all__ = ["Route", "TLSState", "MeshAdapter", "MeshHTTPSConnection", "MeshHTTPSConnectionPool",
+           "DirectHTTPSConnection", "DirectHTTPSConnectionPool"]
 
 
 @dataclass(frozen=True)
@@ -34,18 +37,26 @@ class Route:
     port: int
     server_identity: Identity
     sni: str
+    #: Linkerd direct mode: the application port to name in the transport header, while
+    #: ``host:port`` is the proxy's inbound port (4143 in a cluster).
+    direct_target_port: int | None = None
 
     @property
     def address(self) -> str:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
+    @property
+    def is_direct(self) -> bool:
+        return self.direct_target_port is not None
+
 
 @dataclass(frozen=True)
 class TLSState:
-    """One credentials generation's TLS context."""
+    """One credentials generation's TLS contexts: transparent, and direct (ALPN) when needed."""
 
     generation: int
     context: Any  # ssl.SSLContext
+    direct_context: Any = None
 
 
 class MeshHTTPSConnection(HTTPSConnection):
@@ -73,6 +84,33 @@ class MeshHTTPSConnectionPool(HTTPSConnectionPool):
     ConnectionCls = MeshHTTPSConnection  # type: ignore[assignment]
 
 
+class DirectHTTPSConnection(MeshHTTPSConnection):
+    """Linkerd direct mode: after the verified handshake, write the transport header."""
+
+    def __init__(self, *args: Any, mesh_target_port: int, **kwargs: Any) -> None:
+        self.mesh_target_port = mesh_target_port
+        super().__init__(*args, **kwargs)
+
+    def connect(self) -> None:
+        super().connect()
+        try:
+            negotiated = self.sock.selected_alpn_protocol()  # type: ignore[union-attr]
+            if negotiated != ALPN:
+                raise TLSHandshakeError(
+                    f"The server at {self.host}:{self.port} did not accept ALPN '{ALPN}' (got {negotiated!r}): "
+                    "it is not a Linkerd inbound proxy's direct port.",
+                    hint="Use the proxy's inbound port (4143 in a cluster) for direct mode, or drop direct=.",
+                )
+            self.sock.sendall(encode_header(TransportHeader(port=self.mesh_target_port)))  # type: ignore[union-attr]
+        except BaseException:
+            self.close()
+            raise
+
+
+class DirectHTTPSConnectionPool(HTTPSConnectionPool):
+    ConnectionCls = DirectHTTPSConnection  # type: ignore[assignment]
+
+
 class MeshAdapter(HTTPAdapter):
     """Sends each prepared request over a pool chosen by its :class:`Route`.
 
@@ -90,33 +128,41 @@ class MeshAdapter(HTTPAdapter):
         self._tls_state = tls_state
         self._pool_maxsize = pool_maxsize
         self._max_pools = max_pools
-        self._pools: OrderedDict[tuple[Any, ...], MeshHTTPSConnectionPool] = OrderedDict()
+        self._pools: OrderedDict[tuple[Any, ...], HTTPSConnectionPool] = OrderedDict()
         self._pools_lock = threading.Lock()
         self._current = threading.local()
         super().__init__(pool_connections=1, pool_maxsize=pool_maxsize, max_retries=0)
 
     # -- pool selection -------------------------------------------------------------------
-    def pool_for(self, route: Route) -> MeshHTTPSConnectionPool:
+    def pool_for(self, route: Route) -> HTTPSConnectionPool:
         state = self._tls_state()
-        key = (route.host, route.port, route.server_identity.value, route.sni, state.generation)
+        key = (route.host, route.port, route.server_identity.value, route.sni, route.direct_target_port,
+               state.generation)
         with self._pools_lock:
             pool = self._pools.get(key)
             if pool is not None:
                 self._pools.move_to_end(key)
                 return pool
-            stale = [k for k in self._pools if k[4] != state.generation]
+            stale = [k for k in self._pools if k[-1] != state.generation]
             for k in stale:  # a new generation: old pools drain (in-flight responses keep their sockets)
                 self._pools.pop(k).close()
-            pool = MeshHTTPSConnectionPool(
+            extra: dict[str, Any] = {}
+            pool_cls: type[HTTPSConnectionPool] = MeshHTTPSConnectionPool
+            context = state.context
+            if route.direct_target_port is not None:
+                pool_cls, context = DirectHTTPSConnectionPool, state.direct_context
+                extra["mesh_target_port"] = route.direct_target_port
+            pool = pool_cls(
                 route.host,
                 route.port,
                 maxsize=self._pool_maxsize,
                 block=False,
-                ssl_context=state.context,
+                ssl_context=context,
                 cert_reqs="CERT_REQUIRED",
                 server_hostname=route.sni,
                 assert_hostname=False,  # identity is checked by MeshHTTPSConnection.connect
                 mesh_identity=route.server_identity,
+                **extra,
             )
             self._pools[key] = pool
             while len(self._pools) > self._max_pools:
@@ -138,6 +184,13 @@ class MeshAdapter(HTTPAdapter):
 
     def get_connection(self, url: Any, proxies: Any = None) -> Any:  # requests < 2.32.2
         return self.pool_for(self._current.route)
+
+    def build_response(self, req: Any, resp: Any) -> requests.Response:
+        """Attach what the handshake proved (``response.mesh_peer``) for audit and callers."""
+        response = super().build_response(req, resp)
+        conn = getattr(resp, "_connection", None) or getattr(resp, "connection", None)
+        response.mesh_peer = getattr(conn, "mesh_peer", None)  # type: ignore[attr-defined]
+        return response
 
     def cert_verify(self, conn: Any, url: Any, verify: Any, cert: Any) -> None:
         """Never let requests load certifi or a client cert file into the mesh context."""

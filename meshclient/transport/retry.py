@@ -1,0 +1,77 @@
+"""What may be retried, and how long to wait: the rules of one request's retry loop.
+
+A request is retried only when sending it twice cannot do harm: an idempotent method or an
+``Idempotency-Key`` header, a body that can be replayed (bytes, or a seekable file rewound to
+its start), and a failure that is retryable (nothing was sent, or 502/503/504/429). A plain
+POST is never sent twice. Every attempt shares one deadline, and every retry is paid for from
+the client's :class:`~meshclient.transport.budget.RetryBudget`.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import random
+import time
+from dataclasses import dataclass, field
+
+__all__ = ["RetryPolicy", "parse_retry_after", "IDEMPOTENT_METHODS", "RETRYABLE_STATUSES"]
+
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
+RETRY_AFTER_STATUSES = frozenset({429, 503})
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Retry settings for a client (Linkerd's numbers by default).
+
+    Args:
+        max_attempts: attempts per request including the first (the budget usually binds first).
+        min_backoff / max_backoff: full-jitter exponential backoff bounds, in seconds.
+        max_retry_after: the longest ``Retry-After`` honoured; longer answers are returned as they are.
+        retry_statuses: statuses worth another attempt.
+    """
+
+    max_attempts: int = 3
+    min_backoff: float = 0.025
+    max_backoff: float = 0.25
+    max_retry_after: float = 10.0
+    retry_statuses: frozenset[int] = field(default=RETRYABLE_STATUSES)
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        if not 0 <= self.min_backoff <= self.max_backoff:
+            raise ValueError("need 0 <= min_backoff <= max_backoff")
+
+    @classmethod
+    def disabled(cls) -> RetryPolicy:
+        return cls(max_attempts=1)
+
+    def backoff(self, retry_number: int, rng: random.Random | None = None) -> float:
+        """Full jitter: uniform in [0, min(max_backoff, min_backoff * 2**n)], at least min_backoff / 2."""
+        cap = min(self.max_backoff, self.min_backoff * (2 ** max(0, retry_number)))
+        r = (rng or random).uniform(0.0, cap)
+        return max(self.min_backoff / 2, r)
+
+    def method_allows_retry(self, method: str, headers: object) -> bool:
+        if method.upper() in IDEMPOTENT_METHODS:
+            return True
+        get = getattr(headers, "get", None)
+        return bool(get and get("Idempotency-Key"))
