@@ -6,7 +6,8 @@ documented (``meshclient.tokens`` and ``meshclient.sandbox`` are public namespac
 
 from __future__ import annotations
 
-from .client import DEFAULT_TIMEOUT, MeshClient, MeshService, raise_for_status
+from .audit import AuditEvent, FileAuditSink, LoggingAuditSink
+from .client import DEFAULT_TIMEOUT, DIRECT_PORT, MeshClient, MeshService, raise_for_status
 from .credentials import Credentials, SameSubjectIssuerWarning
 from .errors import (
     CertificateValidityError,
@@ -14,6 +15,8 @@ from .errors import (
     ConfigurationError,
     ConnectError,
     CredentialsError,
+    DeadlineExceededError,
+    EgressDeniedError,
     EncryptedKeyError,
     HTTPStatusError,
     IdentityError,
@@ -25,6 +28,7 @@ from .errors import (
     MeshError,
     MeshTimeoutError,
     MissingIntermediateError,
+    NoEndpointAvailableError,
     PolicyDeniedError,
     ServerIdentityError,
     TLSHandshakeError,
@@ -32,12 +36,27 @@ from .errors import (
     UnsupportedKeyError,
 )
 from .identity import Identity, IdentityPattern
+from .policy import EgressPolicy
+from .transport.balancer import DnsEndpoints, StaticEndpoints
+from .transport.breaker import BreakerSettings
+from .transport.budget import RetryBudget
+from .transport.retry import RetryPolicy
 
 __version__ = "0.1.0"
 
 __all__ = [
     "__version__",
     "DEFAULT_TIMEOUT",
+    "DIRECT_PORT",
+    "AuditEvent",
+    "FileAuditSink",
+    "LoggingAuditSink",
+    "EgressPolicy",
+    "RetryPolicy",
+    "RetryBudget",
+    "BreakerSettings",
+    "StaticEndpoints",
+    "DnsEndpoints",
     "MeshClient",
     "MeshService",
     "raise_for_status",
@@ -66,4 +85,7 @@ __all__ = [
     "MeshTimeoutError",
     "HTTPStatusError",
     "PolicyDeniedError",
+    "NoEndpointAvailableError",
+    "EgressDeniedError",
+    "DeadlineExceededError",
 ]

@@ -11,9 +11,10 @@ import logging
 import ssl
 import threading
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -39,6 +40,9 @@ from .transport.budget import RetryBudget
 from .transport.failures import Failure, translate
 from .transport.header import ALPN
 from .transport.retry import RETRY_AFTER_STATUSES, RetryPolicy, parse_retry_after
+
+if TYPE_CHECKING:
+    from .config import ClientConfig
 
 __all__ = ["MeshClient", "MeshService", "DEFAULT_TIMEOUT", "DIRECT_PORT", "raise_for_status"]
 
@@ -154,6 +158,10 @@ class MeshClient:
         self._retries = retries or RetryPolicy()
         self._budget = retry_budget or RetryBudget()
         self._allow_tls12 = allow_tls12
+        self._pool_maxsize = pool_maxsize
+        self._headers = dict(headers or {})
+        self._audit_setting = audit
+        self._config_key = uuid.uuid4().hex
         self._timeout = _timeout_pair(timeout)
         self._deadline = deadline
         self._lock = threading.Lock()
@@ -527,6 +535,27 @@ class MeshClient:
         """
         return MeshService(self, base_url, Identity.parse(server_identity), server_name=server_name,
                            endpoints=endpoints, direct=direct)
+
+    def config(self) -> ClientConfig:
+        """A picklable description of this client, from which executors build their own
+        (see :func:`meshclient.spark.share`). Never contains contexts, pools, locks or threads."""
+        from .config import ClientConfig
+
+        b = self._budget
+        return ClientConfig(
+            credentials=self._credentials,
+            token=self._token,
+            policy=self._policy,
+            audit=self._audit_setting,
+            retries=self._retries,
+            retry_budget=(b.retry_ratio, b.min_retries_per_second, b.ttl),
+            timeout=self._timeout,
+            deadline=self._deadline,
+            allow_tls12=self._allow_tls12,
+            pool_maxsize=self._pool_maxsize,
+            headers=tuple(self._headers.items()),
+            key=self._config_key,
+        )
 
     # -- lifecycle ------------------------------------------------------------------------
     def close(self) -> None:

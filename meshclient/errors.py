@@ -37,6 +37,7 @@ __all__ = [
     "NoEndpointAvailableError",
     "EgressDeniedError",
     "DeadlineExceededError",
+    "SecretScopeError",
 ]
 
 
@@ -185,3 +186,12 @@ class EgressDeniedError(MeshError):
 
 class DeadlineExceededError(MeshTimeoutError):
     """A request's deadline passed across its attempts (retries included)."""
+
+
+class SecretScopeError(MaterialNotFoundError):
+    """A Databricks secret scope or key could not be read (missing, no permission, no workspace)."""
+
+    def __init__(self, message: str, *, scope: str, key: str, hint: str | None = None) -> None:
+        self.scope = scope
+        self.key = key
+        super().__init__(message, hint=hint)

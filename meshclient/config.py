@@ -1,0 +1,99 @@
+"""A picklable description of a ``MeshClient``, for shipping to Spark executors.
+
+``dbutils`` and notebook auth exist only on the driver, so executors get the client's
+*settings* — credentials material, token provider settings, policy, retry and timeout knobs —
+never its SSL contexts, pools, locks or threads. Each Python worker process builds one
+``MeshClient`` from a config and caches it (:meth:`ClientConfig.client`).
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from .credentials import Credentials
+from .policy import EgressPolicy
+from .transport.retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from .client import MeshClient, TokenSource
+
+__all__ = ["ClientConfig"]
+
+_cache: dict[str, MeshClient] = {}
+_cache_lock = threading.Lock()
+
+
+@dataclass(frozen=True, repr=False)
+class ClientConfig:
+    """Everything needed to rebuild an equivalent ``MeshClient`` in another process.
+
+    Pickling a config pickles the credentials (certificate chain, key and anchors as PEM) and
+    the token provider's settings: ship it the way secrets are shipped on Databricks — in a
+    broadcast (``meshclient.spark.share``), never in a printed plan or a log. ``repr`` shows
+    only the identity.
+    """
+
+    credentials: Credentials
+    token: TokenSource | None = None
+    policy: EgressPolicy | None = None
+    audit: Any = None
+    retries: RetryPolicy | None = None
+    retry_budget: tuple[float, float, float] | None = None  # (ratio, min per second, ttl)
+    timeout: tuple[float, float] | None = None
+    deadline: float | None = None
+    allow_tls12: bool = False
+    pool_maxsize: int = 10
+    headers: tuple[tuple[str, str], ...] = ()
+    key: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    def build(self) -> MeshClient:
+        """A new ``MeshClient`` from these settings (usually you want :meth:`client`)."""
+        from .client import MeshClient
+        from .transport.budget import RetryBudget
+
+        kwargs: dict[str, Any] = {}
+        if self.timeout is not None:
+            kwargs["timeout"] = self.timeout
+        return MeshClient(
+            self.credentials,
+            token=self.token,
+            policy=self.policy,
+            audit=self.audit,
+            retries=self.retries,
+            retry_budget=RetryBudget(*self.retry_budget) if self.retry_budget else None,
+            deadline=self.deadline,
+            allow_tls12=self.allow_tls12,
+            pool_maxsize=self.pool_maxsize,
+            headers=dict(self.headers) or None,
+            **kwargs,
+        )
+
+    def client(self) -> MeshClient:
+        """This process's cached ``MeshClient`` for this config (one per Python worker)."""
+        cached = _cache.get(self.key)
+        if cached is not None:
+            return cached
+        with _cache_lock:
+            cached = _cache.get(self.key)
+            if cached is None:
+                cached = self.build()
+                _cache[self.key] = cached
+            return cached
+
+    def with_credentials(self, credentials: Credentials) -> ClientConfig:
+        return replace(self, credentials=credentials, key=uuid.uuid4().hex)
+
+    def __repr__(self) -> str:
+        return f"ClientConfig(identity='{self.credentials.identity}', key={self.key[:8]!r})"
+
+
+def clear_cache() -> None:
+    """Close and forget every cached client of this process (tests, notebook re-runs)."""
+    with _cache_lock:
+        clients = list(_cache.values())
+        _cache.clear()
+    for c in clients:
+        c.close()
