@@ -1,0 +1,1 @@
+"""The ``meshclient`` command line (entry point ``meshclient.cli.main:main``); one module per subcommand."""
