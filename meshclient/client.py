@@ -379,6 +379,7 @@ class MeshClient:
                         hint="Pass bytes or a seekable file as the body.",
                     )
             response.mesh_attempts = attempts  # type: ignore[attr-defined]
+            response.mesh_client_identity = str(self.identity)  # type: ignore[attr-defined]
             self._emit(prepared, route, response, started, attempts, trace, _status_outcome(response), None,
                        token_subject)
             return response
@@ -724,8 +725,10 @@ def raise_for_status(response: requests.Response) -> requests.Response:
     url = redact_url(response.request.url if response.request else response.url)
     proxy_error = response.headers.get("l5d-proxy-error")
     if status == 403 and proxy_error:
+        who = getattr(response, "mesh_client_identity", None)
         raise PolicyDeniedError(
-            f"The mesh proxy at {url} refused this identity by policy: {proxy_error}.",
+            f"The mesh proxy at {url} refused {f'identity {who!r}' if who else 'this identity'} by policy: "
+            f"{proxy_error}.",
             status=status, url=url,
             hint="Ask the service owner to authorize this client's identity (MeshTLSAuthentication / AuthorizationPolicy).",
         )

@@ -152,8 +152,8 @@ def verify_server_identity(sock: ssl.SSLSocket, expected: Identity, *, where: st
         raise ServerIdentityError(
             f"The server at {where} is '{found}', not the expected identity '{expected}'. "
             "No request was sent.",
-            hint="Check server_identity (the workload's service account and namespace) and that the address "
-            "belongs to that workload.",
+            hint="Check server_identity (--server-identity on the command line): the workload's service account "
+            "and namespace, and that the address belongs to that workload.",
         )
     cipher = sock.cipher()
     return PeerInfo(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as _dt
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography import x509
@@ -46,7 +46,7 @@ class CertificateAuthority:
     """A CA certificate with its key (sandbox only)."""
 
     cert: x509.Certificate
-    key: PrivateKey
+    key: PrivateKey = field(repr=False)
 
     @property
     def cert_pem(self) -> bytes:
@@ -63,9 +63,9 @@ class IssuedLeaf:
 
     identity: Identity
     cert: x509.Certificate
-    key: PrivateKey
-    chain: tuple[x509.Certificate, ...]  # issuer(s) to send after the leaf
-    trust_anchors: tuple[x509.Certificate, ...]
+    key: PrivateKey = field(repr=False)
+    chain: tuple[x509.Certificate, ...] = ()  # issuer(s) to send after the leaf
+    trust_anchors: tuple[x509.Certificate, ...] = ()
 
     @property
     def cert_pem(self) -> bytes:
@@ -114,7 +114,7 @@ def _ca_cert(
     name: str,
     key: PrivateKey,
     *,
-    pathlen: int,
+    pathlen: int | None,
     signer: CertificateAuthority | None,
     not_before: _dt.datetime,
     not_after: _dt.datetime,
@@ -152,7 +152,9 @@ class SandboxPKI:
     """Trust anchor → issuer, issuing Linkerd-profile leaves.
 
     ``SandboxPKI.create()`` makes a fresh hierarchy; :meth:`issue` makes leaves, with knobs for
-    the bad-input cases tests need (expired, not yet valid, RSA, no clientAuth, several SANs).
+    the bad-input cases tests need (expired, not yet valid, RSA, no clientAuth, no
+    digitalSignature, several SANs, a CA leaf). ``now`` and explicit keys make the whole
+    hierarchy reproducible for generated documentation.
     """
 
     def __init__(self, root: CertificateAuthority, issuer: CertificateAuthority,
@@ -165,20 +167,33 @@ class SandboxPKI:
     @classmethod
     def create(cls, *, trust_domain: str = "cluster.local", control_plane_ns: str = "linkerd",
                root_name: str | None = None, issuer_name: str | None = None,
-               root_key_kind: str = "p256") -> SandboxPKI:
-        now = _now()
-        root_key = _new_key(root_key_kind)
+               root_key_kind: str = "p256", now: _dt.datetime | None = None,
+               root_key: PrivateKey | None = None, issuer_key: PrivateKey | None = None) -> SandboxPKI:
+        """A root (10 years, pathlen 1) and an issuer (1 year, pathlen 0), both valid from an hour ago."""
+        now = now or _now()
+        root_key = root_key or _new_key(root_key_kind)
         root_cert = _ca_cert(
             root_name or f"root.{control_plane_ns}.{trust_domain}", root_key, pathlen=1, signer=None,
             not_before=now - _dt.timedelta(hours=1), not_after=now + _dt.timedelta(days=3650),
         )
         root = CertificateAuthority(root_cert, root_key)
-        issuer_key = _new_key()
+        issuer_key = issuer_key or _new_key()
         issuer_cert = _ca_cert(
             issuer_name or f"identity.{control_plane_ns}.{trust_domain}", issuer_key, pathlen=0, signer=root,
             not_before=now - _dt.timedelta(hours=1), not_after=now + _dt.timedelta(days=365),
         )
         return cls(root, CertificateAuthority(issuer_cert, issuer_key), trust_domain, control_plane_ns)
+
+    def new_issuer(self, name: str | None = None, *, not_before: _dt.datetime | None = None,
+                   not_after: _dt.datetime | None = None, pathlen: int | None = 0,
+                   signer: CertificateAuthority | None = None, key: PrivateKey | None = None) -> CertificateAuthority:
+        """Another issuer under the root (or ``signer``): for rotations, expired issuers, deeper chains."""
+        start = not_before or (_now() - _dt.timedelta(hours=1))
+        key = key or _new_key()
+        cert = _ca_cert(name or f"identity.{self.control_plane_ns}.{self.trust_domain}", key, pathlen=pathlen,
+                        signer=signer or self.root, not_before=start,
+                        not_after=not_after or (start + _dt.timedelta(days=365)))
+        return CertificateAuthority(cert, key)
 
     @property
     def trust_anchors(self) -> tuple[x509.Certificate, ...]:
@@ -204,10 +219,17 @@ class SandboxPKI:
         include_san: bool = True,
         client_auth: bool = True,
         server_auth: bool = True,
+        digital_signature: bool = True,
+        is_ca: bool = False,
         signer: CertificateAuthority | None = None,
         key: PrivateKey | None = None,
+        serial: int | None = None,
     ) -> IssuedLeaf:
-        """Issue a leaf for ``identity`` (DNS → one DNS SAN; spiffe:// → one URI SAN)."""
+        """Issue a leaf for ``identity`` (DNS → one DNS SAN and CN; spiffe:// → one URI SAN).
+
+        Like Linkerd's identity service: valid from 20 s ago for ``lifetime`` + 40 s, ECDSA P-256,
+        KU digitalSignature (critical), EKU serverAuth + clientAuth, SKI and AKI.
+        """
         ident = Identity.parse(identity)
         signer = signer or self.issuer
         key = key or _new_key(key_kind)
@@ -227,14 +249,15 @@ class SandboxPKI:
             .subject_name(x509.Name(cn))
             .issuer_name(signer.cert.subject)
             .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
+            .serial_number(serial or x509.random_serial_number())
             .not_valid_before(start)
             .not_valid_after(end)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.BasicConstraints(ca=is_ca, path_length=None), critical=True)
             .add_extension(
                 x509.KeyUsage(
-                    digital_signature=True, content_commitment=False, key_encipherment=isinstance(key, rsa.RSAPrivateKey),
-                    data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=False,
+                    digital_signature=digital_signature, content_commitment=False,
+                    key_encipherment=isinstance(key, rsa.RSAPrivateKey) or not digital_signature,
+                    data_encipherment=False, key_agreement=False, key_cert_sign=is_ca, crl_sign=False,
                     encipher_only=False, decipher_only=False,
                 ),
                 critical=True,
@@ -249,13 +272,17 @@ class SandboxPKI:
         chain = () if signer is self.root else (signer.cert,)
         return IssuedLeaf(ident, cert, key, chain, self.trust_anchors)
 
-    def issue_expired(self, identity: str | Identity) -> IssuedLeaf:
-        end = _now() - _dt.timedelta(hours=1)
-        return self.issue(identity, not_before=end - _dt.timedelta(hours=24), not_after=end)
+    def issue_expired(self, identity: str | Identity, *, now: _dt.datetime | None = None,
+                      key: PrivateKey | None = None) -> IssuedLeaf:
+        """A 24 h leaf that expired an hour before ``now``."""
+        end = (now or _now()) - _dt.timedelta(hours=1)
+        return self.issue(identity, not_before=end - _dt.timedelta(hours=24), not_after=end, key=key)
 
-    def issue_not_yet_valid(self, identity: str | Identity) -> IssuedLeaf:
-        start = _now() + _dt.timedelta(days=1)
-        return self.issue(identity, not_before=start, not_after=start + _dt.timedelta(hours=24))
+    def issue_not_yet_valid(self, identity: str | Identity, *, now: _dt.datetime | None = None,
+                            key: PrivateKey | None = None) -> IssuedLeaf:
+        """A 24 h leaf that starts a day after ``now`` (what a client with a slow clock sees)."""
+        start = (now or _now()) + _dt.timedelta(days=1)
+        return self.issue(identity, not_before=start, not_after=start + _dt.timedelta(hours=24), key=key)
 
     def write(self, directory: str | os.PathLike[str]) -> dict[str, Path]:
         """Write ``ca.crt``, ``issuer.crt`` and ``issuer.key`` (0600) into ``directory``."""

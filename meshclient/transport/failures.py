@@ -80,6 +80,10 @@ def _tls_failure(route: Route, exc: BaseException) -> Failure:
         hint = "The server does not speak TLS 1.3 (Linkerd does); pass allow_tls12=True only for non-Linkerd peers."
     elif "no application protocol" in low:
         hint = "The server refused the ALPN offered; for Linkerd's direct mode use the proxy's inbound port."
+    elif transient:
+        hint = ("The connection closed during or right after the handshake: the server may have refused this "
+                "client's certificate (TLS 1.3 reports that only after the handshake), or it was restarting. "
+                "Run meshclient doctor against it.")
     else:
         hint = "Check that the address is the workload's mTLS port and that both sides share the trust anchors."
     error = TLSHandshakeError(
