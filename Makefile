@@ -34,7 +34,13 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
-unit: venv
+# basic-oauth2-server (an OAuth server nobody here wrote) needs Python >= 3.12: its own venv.
+OAUTH2_SERVER := .venv-oauth2/bin/basic-oauth2-server
+$(OAUTH2_SERVER):
+	$$(scripts/find-python 3.12) -m venv .venv-oauth2
+	.venv-oauth2/bin/python -m pip install -q basic-oauth2-server==0.1.6
+
+unit: venv $(OAUTH2_SERVER)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test: lint typecheck unit compat-15.4

@@ -35,6 +35,7 @@ from .errors import (
     TransportError,
     UnsupportedKeyError,
 )
+from . import tokens
 from .identity import Identity, IdentityPattern
 from .policy import EgressPolicy
 from .transport.balancer import DnsEndpoints, StaticEndpoints
@@ -46,6 +47,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "__version__",
+    "tokens",
     "DEFAULT_TIMEOUT",
     "DIRECT_PORT",
     "AuditEvent",

@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -34,6 +34,7 @@ from .errors import (
 from .identity import Identity
 from .policy import EgressPolicy
 from .tls import build_client_context, sni_for
+from .tokens import TokenProvider
 from .transport.adapter import MeshAdapter, Route, TLSState
 from .transport.balancer import Balancer, DnsEndpoints, Endpoint, StaticEndpoints
 from .transport.budget import RetryBudget
@@ -54,19 +55,6 @@ DEFAULT_TIMEOUT: tuple[float, float] = (10.0, 60.0)
 DIRECT_PORT = 4143
 _REDIRECTS = {301, 302, 303, 307, 308}
 _MAX_REDIRECTS = 10
-
-
-class _Token(Protocol):
-    value: str
-    subject: str | None
-
-
-class TokenSource(Protocol):
-    """What ``MeshClient(token=...)`` needs from a provider in :mod:`meshclient.tokens`."""
-
-    def token(self) -> _Token: ...
-
-    def invalidate(self) -> None: ...
 
 
 def _user_agent() -> str:
@@ -130,7 +118,7 @@ class MeshClient:
         self,
         credentials: Credentials | None = None,
         *,
-        token: TokenSource | None = None,
+        token: TokenProvider | None = None,
         policy: EgressPolicy | None = None,
         audit: AuditSink | str | logging.Logger | bool | None = None,
         retries: RetryPolicy | None = None,
@@ -351,10 +339,11 @@ class MeshClient:
                 else:
                     endpoint.breaker.record_success()
             status = response.status_code
-            if status == 401 and self._token is not None and not token_refreshed and replay.possible:
+            if (status == 401 and self._token is not None and not token_refreshed and replay.possible
+                    and getattr(prepared, "mesh_token_attached", False)):
                 token_refreshed = True  # one forced refresh, outside the retry budget
-                self._token.invalidate()
-                if replay.rewind():
+                rejected = prepared.headers.get("Authorization")
+                if self._token.on_unauthorized(rejected) and replay.rewind():
                     response.close()
                     continue
             if (status in policy.retry_statuses and may_repeat and replay.possible
@@ -390,7 +379,7 @@ class MeshClient:
         if prepared.headers.get("Authorization") and not getattr(prepared, "mesh_token_attached", False):
             return None  # the caller set its own Authorization header
         tok = self._token.token()
-        prepared.headers["Authorization"] = f"Bearer {tok.value}"
+        prepared.headers["Authorization"] = tok.authorization
         prepared.mesh_token_attached = True  # type: ignore[attr-defined]
         return tok.subject
 

@@ -18,7 +18,8 @@ from .policy import EgressPolicy
 from .transport.retry import RetryPolicy
 
 if TYPE_CHECKING:
-    from .client import MeshClient, TokenSource
+    from .client import MeshClient
+    from .tokens import TokenProvider
 
 __all__ = ["ClientConfig"]
 
@@ -37,7 +38,7 @@ class ClientConfig:
     """
 
     credentials: Credentials
-    token: TokenSource | None = None
+    token: TokenProvider | None = None
     policy: EgressPolicy | None = None
     audit: Any = None
     retries: RetryPolicy | None = None
