@@ -46,7 +46,7 @@ unit: venv $(OAUTH2_SERVER)
 test: lint typecheck unit compat-15.4
 
 demo: venv
-	$(BIN)/python -m meshclient.demo
+	$(BIN)/meshclient demo
 
 bench: venv
 	$(BIN)/python bench/run.py

@@ -187,8 +187,7 @@ class MeshClient:
         with self._lock:
             if self._tls is None or self._tls.generation != creds.generation:
                 ctx = build_client_context(creds, allow_tls12=self._allow_tls12)
-                direct = build_client_context(creds, allow_tls12=False)
-                direct.set_alpn_protocols([ALPN])
+                direct = build_client_context(creds, allow_tls12=False, alpn=[ALPN])
                 self._tls = TLSState(creds.generation, ctx, direct)
             return self._tls
 

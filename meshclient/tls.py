@@ -13,7 +13,7 @@ import contextlib
 import os
 import ssl
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +22,7 @@ from .errors import ServerIdentityError
 from .identity import Identity
 
 __all__ = [
+    "MeshSSLContext",
     "build_client_context",
     "build_server_context",
     "load_cert_chain_from_memory",
@@ -65,8 +66,28 @@ def load_cert_chain_from_memory(ctx: ssl.SSLContext, chain_pem: bytes, key_pem: 
         ctx.load_cert_chain(path)
 
 
+class MeshSSLContext(ssl.SSLContext):
+    """An ``SSLContext`` whose ALPN list is fixed when it is built.
+
+    urllib3 (1.26 and 2.x) calls ``set_alpn_protocols(["http/1.1"])`` on the context at every
+    connection. A mesh context must stay as built: no ALPN for Linkerd's transparent mode,
+    exactly ``transport.l5d.io/v1`` for direct mode.
+    """
+
+    _alpn_locked = False
+
+    def set_alpn_protocols(self, alpn_protocols: Iterable[str]) -> None:
+        if not self._alpn_locked:
+            super().set_alpn_protocols(alpn_protocols)
+
+    def lock_alpn(self, protocols: list[str] | None) -> None:
+        if protocols:
+            super().set_alpn_protocols(protocols)
+        self._alpn_locked = True
+
+
 def _base_context(purpose: int, creds: Credentials, allow_tls12: bool) -> ssl.SSLContext:
-    ctx = ssl.SSLContext(purpose)
+    ctx = MeshSSLContext(purpose)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2 if allow_tls12 else ssl.TLSVersion.TLSv1_3
     if allow_tls12:
         ctx.set_ciphers("ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305")
@@ -79,7 +100,8 @@ def _base_context(purpose: int, creds: Credentials, allow_tls12: bool) -> ssl.SS
     return ctx
 
 
-def build_client_context(creds: Credentials, *, allow_tls12: bool = False) -> ssl.SSLContext:
+def build_client_context(creds: Credentials, *, allow_tls12: bool = False,
+                         alpn: list[str] | None = None) -> ssl.SSLContext:
     """The client context for one credentials generation.
 
     Hostname checking is off in OpenSSL because meshclient checks the server identity itself
@@ -89,6 +111,8 @@ def build_client_context(creds: Credentials, *, allow_tls12: bool = False) -> ss
     ctx = _base_context(ssl.PROTOCOL_TLS_CLIENT, creds, allow_tls12)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_REQUIRED
+    if isinstance(ctx, MeshSSLContext):
+        ctx.lock_alpn(alpn)
     return ctx
 
 

@@ -34,3 +34,5 @@ def client_creds(client_leaf: IssuedLeaf) -> Credentials:
 @pytest.fixture(scope="session")
 def server_creds(server_leaf: IssuedLeaf) -> Credentials:
     return Credentials.from_pem(server_leaf.chain_pem, server_leaf.key_pem, server_leaf.trust_anchors_pem)
+
+from meshclient.sandbox.fixtures import mesh_sandbox  # noqa: E402,F401  (the local mesh, one per session)

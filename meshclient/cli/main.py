@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import MeshError
-from . import doctor, request
+from . import demo_command, doctor, request, sandbox
 from .common import (
     EXIT_ERROR,
     EXIT_USAGE,
@@ -28,8 +28,6 @@ __all__ = ["main", "build_parser", "PLANNED_COMMANDS"]
 PLANNED_COMMANDS: dict[str, str] = {
     "push": "push artifacts PATH / push results FILE to a meshed service",
     "score": "score a table file against a meshed model server",
-    "sandbox": "run the local Linkerd-like mesh in the foreground",
-    "demo": "the whole story end to end on the sandbox (for now: make demo)",
 }
 
 _DESCRIPTION = """\
@@ -61,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     doctor.register(sub)
     request.register(sub)
+    sandbox.register(sub)
+    demo_command.register(sub)
     return parser
 
 

@@ -23,6 +23,7 @@ from ..client import DEFAULT_TIMEOUT, MeshClient, raise_for_status
 from ..credentials import Credentials
 from ..errors import ConfigurationError, HTTPStatusError, PolicyDeniedError, TransportError
 from ..identity import Identity
+from ..tokens import EnvironmentToken, FileToken, TokenProvider
 from .common import (
     EXIT_HTTP,
     EXIT_OK,
@@ -87,6 +88,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    f"(default {DEFAULT_TIMEOUT[0]:g} to connect, {DEFAULT_TIMEOUT[1]:g} between reads)")
     p.add_argument("-L", "--location", action="store_true",
                    help="follow redirects that stay on the same host and port (same verified identity)")
+    p.add_argument("--direct", metavar="HOST:PORT", nargs="?", const="",
+                   help="Linkerd direct mode: TLS with ALPN transport.l5d.io/v1 to the proxy's inbound port "
+                   "(default: port 4143 of the URL's host), then a transport header naming the URL's port")
+    token = p.add_mutually_exclusive_group()
+    token.add_argument("--token-env", metavar="VAR",
+                       help="send the bearer token held in environment variable VAR (never on the command line)")
+    token.add_argument("--token-file", metavar="PATH",
+                       help="send the bearer token in file PATH (e.g. a projected service-account token)")
     add_material_options(p)
     add_debug_option(p, default=argparse.SUPPRESS)
     p.set_defaults(func=run)
@@ -204,6 +213,14 @@ def _explain_status(resp: requests.Response, creds: Credentials) -> None:
               "with its own --server-identity.", file=sys.stderr)
 
 
+def _token_provider(args: argparse.Namespace) -> TokenProvider | None:
+    if getattr(args, "token_env", None):
+        return EnvironmentToken(var=args.token_env)
+    if getattr(args, "token_file", None):
+        return FileToken(args.token_file)
+    return None
+
+
 def run(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> int:
     """One request; the body streams to stdout; 0 for 2xx, 22 for other answers (errors raise MeshError)."""
     method = args.method.strip()
@@ -215,9 +232,11 @@ def run(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> i
     timeout = DEFAULT_TIMEOUT if args.timeout is None else (args.timeout, args.timeout)
     with contextlib.ExitStack() as stack:
         body = _body(args.data, stack)
-        client = stack.enter_context(MeshClient(creds, timeout=timeout))
+        client = stack.enter_context(MeshClient(creds, timeout=timeout, token=_token_provider(args)))
+        direct: bool | str | None = None if args.direct is None else (args.direct or True)
         resp = client.request(method, args.url, server_identity=identity, server_name=args.server_name,
-                              data=body, headers=headers, stream=True, allow_redirects=args.location)
+                              data=body, headers=headers, stream=True, allow_redirects=args.location,
+                              direct=direct)
         stack.callback(resp.close)
         out = _stdout()
         if args.include:

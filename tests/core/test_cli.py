@@ -25,7 +25,7 @@ from mtls_server import mtls_server
 
 from meshclient import Credentials
 from meshclient.cli.main import main
-from meshclient.demo import echo_server
+from echo_server import echo_server
 from meshclient.sandbox.pki import IssuedLeaf, SandboxPKI
 from meshclient.tls import build_server_context
 
@@ -124,7 +124,7 @@ def test_help_lists_every_design_command(capsys: pytest.CaptureFixture[str]) -> 
     assert "MESHCLIENT_CERT" in out and "22" in out
 
 
-@pytest.mark.parametrize("command", ["push", "score", "sandbox", "demo"])
+@pytest.mark.parametrize("command", ["push", "score"])
 def test_planned_commands_say_not_available(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main([command, "artifacts", "x"]) == 2
     err = capsys.readouterr().err

@@ -1,0 +1,58 @@
+"""``meshclient sandbox``: run the local Linkerd-like mesh in the foreground."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .common import EXIT_OK, HelpFormatter, UsageError, add_debug_option
+
+_HELP = "run the local Linkerd-like mesh in the foreground (writes DIR/sandbox.json)"
+_DESCRIPTION = """\
+Start a local mesh on loopback: three meshed services (echo, results, artifacts), each behind
+a Linkerd-like inbound proxy that terminates mTLS for its own identity, enforces a policy and
+serves Linkerd's direct mode; an OIDC issuer; and a Databricks workspace emulator whose secret
+scope holds a client identity. Writes DIR/sandbox.json (addresses, identities, material) and
+DIR/env.sh (MESHCLIENT_* and DATABRICKS_* exports). Stops cleanly on Ctrl-C or SIGTERM.
+The material is sandbox-only: never trust its CA for anything real."""
+
+_EPILOG = """\
+examples:
+  meshclient sandbox --workdir /tmp/mesh &
+  source /tmp/mesh/env.sh
+  meshclient request -i GET https://127.0.0.1:PORT/hello \\
+      --server-identity echo.ml-platform.serviceaccount.identity.linkerd.cluster.local"""
+
+POLICIES = ("deny", "all-authenticated", "all-unauthenticated")
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("sandbox", help=_HELP, description=_DESCRIPTION, epilog=_EPILOG,
+                       formatter_class=HelpFormatter)
+    p.add_argument("--workdir", metavar="DIR", default="meshclient-sandbox",
+                   help="where material, data, sandbox.json and env.sh go (default: ./meshclient-sandbox); "
+                   "reusing it keeps the PKI and the stored results")
+    p.add_argument("--allow", metavar="PATTERN", action="append",
+                   help="client identities the services authorize (exact, *.suffix or spiffe://...); repeat for "
+                   "more (default: *.ml-team.serviceaccount.identity.linkerd.cluster.local)")
+    p.add_argument("--default-policy", choices=POLICIES, default="deny",
+                   help="what the services do with identities outside --allow (default: deny, answered with "
+                   "403 and l5d-proxy-error)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    add_debug_option(p, default=argparse.SUPPRESS)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..sandbox.runner import DEFAULT_ALLOW, SandboxSettings, run_foreground
+
+    if not args.host.startswith("127.") and args.host not in ("::1", "localhost"):
+        raise UsageError("the sandbox only listens on loopback (127.0.0.0/8 or ::1).")
+    settings = SandboxSettings(
+        workdir=Path(args.workdir),
+        allow=tuple(args.allow) if args.allow else DEFAULT_ALLOW,
+        default_policy=args.default_policy,
+        host=args.host,
+    )
+    run_foreground(settings)
+    return EXIT_OK
