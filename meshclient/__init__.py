@@ -6,6 +6,7 @@ documented (``meshclient.tokens`` and ``meshclient.sandbox`` are public namespac
 
 from __future__ import annotations
 
+from . import tokens
 from .audit import AuditEvent, FileAuditSink, LoggingAuditSink
 from .client import DEFAULT_TIMEOUT, DIRECT_PORT, MeshClient, MeshService, raise_for_status
 from .credentials import Credentials, SameSubjectIssuerWarning
@@ -35,7 +36,6 @@ from .errors import (
     TransportError,
     UnsupportedKeyError,
 )
-from . import tokens
 from .identity import Identity, IdentityPattern
 from .policy import EgressPolicy
 from .transport.balancer import DnsEndpoints, StaticEndpoints

@@ -310,10 +310,12 @@ class MeshClient:
                 if endpoint is not None:
                     endpoint.latency.finish()
                     endpoint.breaker.record_failure()
+                # Only failures before the request was sent are retried (whatever the method): after
+                # that, the server may have acted on it, and Linkerd's rules retry responses, not timeouts.
                 retry_ok = (
                     failure.transient
                     and retry
-                    and (failure.before_send or may_repeat)
+                    and failure.before_send
                     and not isinstance(failure.error, ServerIdentityError)
                     and replay.possible
                     and attempts < policy.max_attempts

@@ -19,6 +19,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPSConnection
 from urllib3.connectionpool import HTTPSConnectionPool
+from urllib3.exceptions import ConnectTimeoutError
 
 from ..errors import TLSHandshakeError
 from ..identity import Identity
@@ -68,7 +69,13 @@ class MeshHTTPSConnection(HTTPSConnection):
         super().__init__(*args, **kwargs)
 
     def connect(self) -> None:
-        super().connect()
+        try:
+            super().connect()
+        except TimeoutError as exc:  # TCP accepted, TLS handshake stalled: still a connect failure
+            self.close()
+            raise ConnectTimeoutError(
+                self, f"TLS handshake with {self.host}:{self.port} timed out (connect timeout {self.timeout})"
+            ) from exc
         try:
             self.mesh_peer = verify_server_identity(
                 self.sock,  # type: ignore[arg-type]

@@ -21,11 +21,11 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
+from echo_server import echo_server
 from mtls_server import mtls_server
 
 from meshclient import Credentials
 from meshclient.cli.main import main
-from echo_server import echo_server
 from meshclient.sandbox.pki import IssuedLeaf, SandboxPKI
 from meshclient.tls import build_server_context
 
