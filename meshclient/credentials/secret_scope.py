@@ -56,6 +56,19 @@ def _classify(exc: BaseException) -> str:
 
 
 def _scope_error(scope: str, key: str, kind: str, where: str, detail: str = "") -> SecretScopeError:
+    if kind == "no_scope":
+        return SecretScopeError(
+            f"Secret scope '{scope}' does not exist ({where}).",
+            hint="Check the scope name (databricks secrets list-scopes), and that this is the right workspace.",
+            scope=scope, key=key,
+        )
+    if kind == "no_key":
+        return SecretScopeError(
+            f"Secret scope '{scope}' has no key '{key}' ({where}).",
+            hint=f"Check with `databricks secrets list-secrets {scope}`; the platform team stores the identity "
+            "under tls.crt, tls.key and ca.crt (or pass cert_key=/key_key=/anchors_key=).",
+            scope=scope, key=key,
+        )
     if kind == "not_found":
         return SecretScopeError(
             f"Secret scope '{scope}' has no key '{key}', or the scope does not exist ({where}).",
@@ -124,7 +137,10 @@ class WorkspaceSecretReader:
         try:
             response = self._w.secrets.get_secret(scope=scope, key=key)
         except Exception as exc:  # mapped by class name across SDK versions
-            raise _scope_error(scope, key, _classify(exc), self.description, type(exc).__name__) from None
+            kind = _classify(exc)
+            if kind == "not_found":
+                kind = self._which_is_missing(scope)
+            raise _scope_error(scope, key, kind, self.description, type(exc).__name__) from None
         value = getattr(response, "value", None)
         if value is None:
             raise _scope_error(scope, key, "not_found", self.description)
@@ -136,6 +152,15 @@ class WorkspaceSecretReader:
                 hint="Upgrade databricks-sdk, or report the workspace's answer format.",
                 scope=scope, key=key,
             ) from None
+
+
+    def _which_is_missing(self, scope: str) -> str:
+        """After a not-found: is it the scope or the key? (Listing a scope needs only READ.)"""
+        try:
+            list(self._w.secrets.list_secrets(scope=scope))
+        except Exception as exc:  # the scope itself is missing (or unlistable)
+            return "no_scope" if _classify(exc) == "not_found" else "not_found"
+        return "no_key"
 
 
 def default_secret_reader(workspace_client: Any | None = None) -> SecretReader:

@@ -304,6 +304,37 @@ class Credentials:
         return cls.from_pem(found.cert, found.key, found.trust_anchors, password=found.password,
                             source=found.source, origin=found.origin, now=now)
 
+    @classmethod
+    def from_secret_scope(
+        cls,
+        scope: str,
+        *,
+        cert_key: str = "tls.crt",
+        key_key: str = "tls.key",
+        anchors_key: str = "ca.crt",
+        workspace_client: Any | None = None,
+        password: bytes | str | None = None,
+        now: _dt.datetime | None = None,
+    ) -> Credentials:
+        """Load from a Databricks secret scope (kubernetes.io/tls key names by default).
+
+        In a notebook this reads through ``dbutils.secrets``; elsewhere through a
+        ``databricks-sdk`` ``WorkspaceClient`` (unified auth: profile, environment, PAT,
+        OAuth M2M) or the ``workspace_client`` given. Errors name the scope and key and what
+        to check (missing scope or key, no READ permission) — never a secret value.
+        """
+        from .secret_scope import default_secret_reader, read_secrets
+
+        reader = default_secret_reader(workspace_client)
+        values = read_secrets(scope, (cert_key, key_key, anchors_key), reader)
+        where = f"secret scope '{scope}' via {reader.description}"
+        origin = MaterialOrigin(cert=f"{where}, key '{cert_key}'", key=f"{where}, key '{key_key}'",
+                                trust_anchors=f"{where}, key '{anchors_key}'",
+                                password_option="password=...")
+        return cls.from_pem(values[cert_key], values[key_key], values[anchors_key], password=password,
+                            source=f"secret scope '{scope}' ({cert_key}, {key_key}, {anchors_key})", origin=origin,
+                            now=now)
+
 
 def _unpickle(chain: bytes, key: bytes, anchors: bytes, source: str) -> Credentials:
     origin = MaterialOrigin(cert=f"the unpickled credentials from {source} (certificate)",
