@@ -10,6 +10,7 @@ from . import tokens
 from .audit import AuditEvent, FileAuditSink, LoggingAuditSink
 from .client import DEFAULT_TIMEOUT, DIRECT_PORT, MeshClient, MeshService, raise_for_status
 from .credentials import Credentials, SameSubjectIssuerWarning
+from .credentials.sources import FileSource, IdentitySource, SecretScopeSource, StaticSource
 from .errors import (
     CertificateValidityError,
     ChainError,
@@ -64,6 +65,10 @@ __all__ = [
     "raise_for_status",
     "Credentials",
     "SameSubjectIssuerWarning",
+    "IdentitySource",
+    "FileSource",
+    "SecretScopeSource",
+    "StaticSource",
     "Identity",
     "IdentityPattern",
     "MeshError",

@@ -21,6 +21,7 @@ import requests
 
 from .audit import AuditEvent, AuditSink, TraceContext, as_audit_sink, redact_url
 from .credentials import Credentials
+from .credentials.sources import IdentitySource
 from .errors import (
     ConfigurationError,
     DeadlineExceededError,
@@ -116,7 +117,7 @@ class MeshClient:
 
     def __init__(
         self,
-        credentials: Credentials | None = None,
+        credentials: Credentials | IdentitySource | None = None,
         *,
         token: TokenProvider | None = None,
         policy: EgressPolicy | None = None,
@@ -131,10 +132,11 @@ class MeshClient:
     ) -> None:
         if credentials is None:
             credentials = Credentials.from_env()
-        if not isinstance(credentials, Credentials):
+        if not isinstance(credentials, (Credentials, IdentitySource)):
             raise ConfigurationError(
-                f"credentials must be a meshclient.Credentials, got {type(credentials).__name__}.",
-                hint="Build one with Credentials.from_files(...), from_pem(...) or from_env().",
+                f"credentials must be a meshclient.Credentials or a rotating source, got {type(credentials).__name__}.",
+                hint="Build one with Credentials.from_files(...), from_pem(...), from_env(), or "
+                "meshclient.FileSource(cert=..., key=..., trust_anchors=...) for material that rotates.",
             )
         if policy is not None and not isinstance(policy, EgressPolicy):
             raise ConfigurationError("policy must be a meshclient.EgressPolicy.",
@@ -168,12 +170,19 @@ class MeshClient:
     # -- state ----------------------------------------------------------------------------
     @property
     def credentials(self) -> Credentials:
+        """The current credentials snapshot (a rotating source's newest one)."""
+        source = self._credentials
+        return source.current() if isinstance(source, IdentitySource) else source
+
+    @property
+    def source(self) -> Credentials | IdentitySource:
+        """What the client was given: a fixed snapshot or a rotating source."""
         return self._credentials
 
     @property
     def identity(self) -> Identity:
         """This client's own identity (what servers see as ``l5d-client-id``)."""
-        return self._credentials.identity
+        return self.credentials.identity
 
     @property
     def retry_budget(self) -> RetryBudget:
@@ -181,7 +190,7 @@ class MeshClient:
 
     def _tls_state(self) -> TLSState:
         state = self._tls
-        creds = self._credentials
+        creds = self.credentials  # a rotation shows up here as a new generation
         if state is not None and state.generation == creds.generation:
             return state
         with self._lock:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from .credentials import Credentials
+from .credentials.sources import IdentitySource
 from .policy import EgressPolicy
 from .transport.retry import RetryPolicy
 
@@ -37,7 +38,7 @@ class ClientConfig:
     only the identity.
     """
 
-    credentials: Credentials
+    credentials: Credentials | IdentitySource
     token: TokenProvider | None = None
     policy: EgressPolicy | None = None
     audit: Any = None
@@ -84,11 +85,13 @@ class ClientConfig:
                 _cache[self.key] = cached
             return cached
 
-    def with_credentials(self, credentials: Credentials) -> ClientConfig:
+    def with_credentials(self, credentials: Credentials | IdentitySource) -> ClientConfig:
         return replace(self, credentials=credentials, key=uuid.uuid4().hex)
 
     def __repr__(self) -> str:
-        return f"ClientConfig(identity='{self.credentials.identity}', key={self.key[:8]!r})"
+        creds = self.credentials
+        who = creds.description if isinstance(creds, IdentitySource) else f"identity='{creds.identity}'"
+        return f"ClientConfig({who}, key={self.key[:8]!r})"
 
 
 def clear_cache() -> None:
