@@ -1,0 +1,1099 @@
+"""A Linkerd-like inbound proxy for the sandbox: mTLS in front of plain-HTTP apps on loopback.
+
+It behaves like a Linkerd inbound proxy where a proxy-less client can tell the difference:
+
+* **TLS**: 1.3 only, terminated only when the SNI is the proxy's own identity (any other name,
+  or none, fails the handshake with an ``unrecognized_name`` alert); a client certificate is
+  requested, optional on the transparent ports and required on the direct port, and must
+  chain to the mesh trust anchors; the client identity is the **first** DNS or URI SAN.
+* **Policy**: every request is checked against a :class:`~meshclient.sandbox.policy.ServerPolicy`;
+  a denial is ``403`` with ``l5d-proxy-error`` (Linkerd's text) and ``l5d-proxy-connection:
+  close``, and the connection is closed.
+* **Headers**: any client-sent ``l5d-client-id`` is removed and the verified identity set.
+* **Direct mode**: a second port with ALPN ``transport.l5d.io/v1``, a mandatory client
+  identity and the transport header naming the app port (see :mod:`.transport_header`).
+* **Streaming**: HTTP/1.1 keep-alive on both sides; bodies (Content-Length or chunked) are
+  copied through a fixed per-connection buffer, never held whole, so multi-GB uploads use
+  bounded memory.
+
+One thread accepts on every listener; each connection gets a thread of its own, with its
+own keep-alive connection to the app. :meth:`InboundProxy.stop` closes the listeners, shuts
+down every open socket and joins every thread it started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import re
+import select
+import selectors
+import socket
+import ssl
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from ..credentials import Credentials
+from ..errors import ConfigurationError, IdentityError
+from ..identity import Identity
+from ..tls import build_server_context
+from .policy import ClientInfo, ServerPolicy
+from .transport_header import ALPN_PROTOCOL, SessionProtocol, TransportHeaderError, read_prefaced
+
+__all__ = ["InboundProxy", "ProxyStats", "client_identity_from_cert", "BUFFER_SIZE"]
+
+log = logging.getLogger("meshclient.sandbox.proxy")
+
+#: Per-connection copy buffer. Memory per connection stays near this whatever the body size.
+BUFFER_SIZE = 256 * 1024
+_MAX_HEAD = 64 * 1024
+_MAX_HEADERS = 256
+_MAX_LINE = 8 * 1024
+_LINGER_BYTES = 64 * 1024 * 1024
+_LINGER_SECONDS = 2.0
+_EARLY_CHECK_BYTES = 1024 * 1024
+_SMALL = 64 * 1024
+
+_TOKEN = re.compile(rb"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_HEX = re.compile(rb"^[0-9A-Fa-f]{1,15}$")
+_DIGITS = re.compile(rb"^[0-9]{1,18}$")
+_HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"te", b"upgrade"})
+_FRAMING = frozenset({b"transfer-encoding", b"content-length", b"host"})
+_REASONS = {400: b"Bad Request", 403: b"Forbidden", 417: b"Expectation Failed", 431: b"Request Header Fields Too Large",
+            501: b"Not Implemented", 502: b"Bad Gateway", 504: b"Gateway Timeout", 505: b"HTTP Version Not Supported"}
+
+
+def client_identity_from_cert(cert: Mapping[str, Any] | None) -> Identity | None:
+    """The client identity Linkerd derives from a verified leaf: its first DNS or URI SAN.
+
+    ``cert`` is ``SSLSocket.getpeercert()``; ``None`` when there is no certificate or the first
+    such SAN is not a valid identity (Linkerd then sees a TLS client without an identity).
+    """
+    if not cert:
+        return None
+    for kind, value in cert.get("subjectAltName", ()):
+        if kind in ("DNS", "URI"):
+            try:
+                return Identity.parse(value)
+            except IdentityError:
+                return None
+    return None
+
+
+@dataclass
+class ProxyStats:
+    """Counters for tests and benchmarks (no identities, no paths)."""
+
+    connections: int = 0
+    direct_connections: int = 0
+    handshake_failures: int = 0
+    refused: int = 0
+    requests: int = 0
+    denied: int = 0
+    upstream_errors: int = 0
+
+
+# -- I/O helpers ------------------------------------------------------------------------------
+class _Gone(Exception):
+    """A peer went away or failed; ``side`` says which end of a copy ("src" or "dst")."""
+
+    def __init__(self, side: str, detail: str = "") -> None:
+        super().__init__(f"{side}: {detail}")
+        self.side = side
+
+
+class _Reject(Exception):
+    """A request the proxy answers itself (bad framing, unreachable app, ...), then closes."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class _Stream:
+    """A socket with a small read buffer: head and line reads for framing, ``readinto`` for bodies."""
+
+    __slots__ = ("sock", "buf")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buf = bytearray()
+
+    def _recv(self) -> bytes:
+        try:
+            return self.sock.recv(_SMALL)
+        except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+            return b""
+
+    def read_head(self) -> bytes | None:
+        """One message head through its blank line; ``None`` on a clean close between messages."""
+        start = 0
+        while True:
+            if start == 0:
+                while self.buf[:2] == b"\r\n":  # RFC 9112 §2.2: ignore empty lines before a request
+                    del self.buf[:2]
+            idx = self.buf.find(b"\r\n\r\n", start)
+            if idx + 4 > _MAX_HEAD:
+                raise _Reject(431, "request head too large")
+            if idx >= 0:
+                head = bytes(self.buf[: idx + 4])
+                del self.buf[: idx + 4]
+                return head
+            if len(self.buf) > _MAX_HEAD:
+                raise _Reject(431, "request head too large")
+            start = max(0, len(self.buf) - 3)
+            data = self._recv()
+            if not data:
+                if not self.buf:
+                    return None
+                raise _Gone("src", "connection closed inside a message head")
+            self.buf += data
+
+    def read_line(self) -> bytes:
+        """One CRLF-terminated line (chunk sizes, trailers), without its terminator."""
+        start = 0
+        while True:
+            idx = self.buf.find(b"\n", start)
+            if idx >= 0:
+                line = bytes(self.buf[:idx])
+                del self.buf[: idx + 1]
+                return line[:-1] if line.endswith(b"\r") else line
+            if len(self.buf) > _MAX_LINE:
+                raise _Gone("src", "line too long")
+            start = len(self.buf)
+            data = self._recv()
+            if not data:
+                raise _Gone("src", "connection closed inside a chunked body")
+            self.buf += data
+
+    def read_exact(self, n: int) -> bytes:
+        while len(self.buf) < n:
+            data = self._recv()
+            if not data:
+                raise _Gone("src", "connection closed early")
+            self.buf += data
+        out = bytes(self.buf[:n])
+        del self.buf[:n]
+        return out
+
+    def readinto(self, view: memoryview) -> int:
+        if self.buf:
+            n = min(len(self.buf), len(view))
+            view[:n] = self.buf[:n]
+            del self.buf[:n]
+            return n
+        try:
+            return self.sock.recv_into(view)
+        except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+            return 0
+
+    def readable_now(self) -> bool:
+        """Data (or EOF) is waiting: used to notice an app answering before the upload ends."""
+        if self.buf:
+            return True
+        try:
+            ready, _, _ = select.select([self.sock], [], [], 0)
+        except (OSError, ValueError):
+            return True
+        return bool(ready)
+
+
+def _send(dst: _Stream, data: bytes | memoryview) -> None:
+    try:
+        dst.sock.sendall(data)
+    except OSError as exc:
+        raise _Gone("dst", str(exc)) from None
+
+
+def _read_into(src: _Stream, view: memoryview) -> int:
+    try:
+        n = src.readinto(view)
+    except OSError as exc:
+        raise _Gone("src", str(exc)) from None
+    if n == 0:
+        raise _Gone("src", "connection closed inside a body")
+    return n
+
+
+def _copy_exact(src: _Stream, dst: _Stream, n: int, view: memoryview, prefix: bytes = b"",
+                watch: _Stream | None = None) -> bool:
+    """Copy ``n`` bytes, ``prefix`` first; return False if ``watch`` became readable (early answer)."""
+    since_check = 0
+    while n > 0:
+        k = _read_into(src, view[: min(n, len(view))])
+        if prefix:
+            if k <= _SMALL:
+                _send(dst, prefix + view[:k].tobytes())
+            else:
+                _send(dst, prefix)
+                _send(dst, view[:k])
+            prefix = b""
+        else:
+            _send(dst, view[:k])
+        n -= k
+        if watch is not None:
+            since_check += k
+            if since_check >= _EARLY_CHECK_BYTES:
+                since_check = 0
+                if watch.readable_now():
+                    return False
+    if prefix:
+        _send(dst, prefix)
+    return True
+
+
+def _copy_chunked(src: _Stream, dst: _Stream, view: memoryview, prefix: bytes = b"",
+                  watch: _Stream | None = None) -> bool:
+    """Copy a chunked body verbatim (sizes, extensions, trailers), validating its framing."""
+    pending = prefix
+    while True:
+        line = _read_line(src)
+        size_text = line.split(b";", 1)[0].strip(b" \t")
+        if not _HEX.match(size_text):
+            raise _Gone("src", "invalid chunk size")
+        size = int(size_text, 16)
+        pending += line + b"\r\n"
+        if size == 0:
+            trailers = bytearray()
+            while True:
+                t = _read_line(src)
+                trailers += t + b"\r\n"
+                if not t:
+                    break
+                if len(trailers) > _MAX_HEAD:
+                    raise _Gone("src", "trailers too large")
+            _send(dst, pending + bytes(trailers))
+            return True
+        if not _copy_exact(src, dst, size, view, pending, watch):
+            return False
+        if _read_line(src) != b"":
+            raise _Gone("src", "chunk data not followed by CRLF")
+        pending = b"\r\n"
+
+
+def _read_line(src: _Stream) -> bytes:
+    try:
+        return src.read_line()
+    except OSError as exc:
+        raise _Gone("src", str(exc)) from None
+
+
+def _copy_until_eof(src: _Stream, dst: _Stream, view: memoryview, chunked: bool) -> None:
+    """Copy until the app closes; re-framed as chunked for HTTP/1.1 clients so they can keep the connection."""
+    while True:
+        try:
+            k = src.readinto(view)
+        except OSError as exc:
+            raise _Gone("src", str(exc)) from None
+        if k == 0:
+            if chunked:
+                _send(dst, b"0\r\n\r\n")
+            return
+        if not chunked:
+            _send(dst, view[:k])
+        elif k <= _SMALL:
+            _send(dst, b"%x\r\n" % k + view[:k].tobytes() + b"\r\n")
+        else:
+            _send(dst, b"%x\r\n" % k)
+            _send(dst, view[:k])
+            _send(dst, b"\r\n")
+
+
+class _LazyBuffer:
+    """The per-connection copy buffer, allocated on the first body (most requests have none)."""
+
+    __slots__ = ("_view",)
+
+    def __init__(self) -> None:
+        self._view: memoryview | None = None
+
+    def get(self) -> memoryview:
+        if self._view is None:
+            self._view = memoryview(bytearray(BUFFER_SIZE))
+        return self._view
+
+
+# -- HTTP/1.1 messages ------------------------------------------------------------------------
+@dataclass
+class _Head:
+    """A parsed request or response head; header names keep their case, values are stripped."""
+
+    start: bytes
+    headers: list[tuple[bytes, bytes]]
+
+    def values(self, name: bytes) -> list[bytes]:
+        return [v for n, v in self.headers if n.lower() == name]
+
+    def tokens(self, name: bytes) -> set[bytes]:
+        return {t.strip().lower() for v in self.values(name) for t in v.split(b",") if t.strip()}
+
+
+def _parse_head(head: bytes, status_on_error: int) -> _Head:
+    lines = head[:-4].split(b"\r\n")
+    if len(lines) - 1 > _MAX_HEADERS:
+        raise _Reject(431, "too many header fields")
+    headers: list[tuple[bytes, bytes]] = []
+    for line in lines[1:]:
+        name, sep, value = line.partition(b":")
+        if not sep or not _TOKEN.match(name):
+            raise _Reject(status_on_error, "malformed header field")
+        value = value.strip(b" \t")
+        if b"\r" in value or b"\n" in value or b"\0" in value:
+            raise _Reject(status_on_error, "invalid character in a header value")
+        headers.append((name, value))
+    return _Head(lines[0], headers)
+
+
+@dataclass
+class _Request:
+    head: _Head
+    method: bytes
+    target: bytes
+    version: bytes
+    framing: str  # "none" | "length" | "chunked"
+    length: int
+    keep_alive: bool
+    expect_continue: bool
+
+
+def _parse_request(raw: bytes) -> _Request:
+    head = _parse_head(raw, 400)
+    parts = head.start.split(b" ")
+    if len(parts) != 3 or not _TOKEN.match(parts[0]) or not parts[1]:
+        raise _Reject(400, "malformed request line")
+    method, target, version = parts
+    if version not in (b"HTTP/1.1", b"HTTP/1.0"):
+        raise _Reject(505, "only HTTP/1.0 and HTTP/1.1 are supported here")
+    framing, length = _request_framing(head, version)
+    connection = head.tokens(b"connection")
+    keep_alive = b"close" not in connection if version == b"HTTP/1.1" else False
+    expect = [v.lower() for v in head.values(b"expect")]
+    if expect and expect != [b"100-continue"]:
+        raise _Reject(417, "unsupported expectation")
+    if b"upgrade" in connection:
+        raise _Reject(501, "protocol upgrades are not supported by the sandbox proxy")
+    return _Request(head, method, target, version, framing, length, keep_alive, bool(expect))
+
+
+def _request_framing(head: _Head, version: bytes) -> tuple[str, int]:
+    """RFC 9112 §6: chunked wins; both or ambiguous lengths are refused (no smuggling)."""
+    te = head.values(b"transfer-encoding")
+    cl = head.values(b"content-length")
+    if te:
+        codings = [c.strip().lower() for v in te for c in v.split(b",") if c.strip()]
+        if version != b"HTTP/1.1" or not codings or codings[-1] != b"chunked" or cl:
+            raise _Reject(400, "invalid Transfer-Encoding")
+        return "chunked", 0
+    if cl:
+        values = {c.strip() for v in cl for c in v.split(b",")}
+        if len(values) != 1:
+            raise _Reject(400, "conflicting Content-Length values")
+        value = values.pop()
+        if not _DIGITS.match(value):
+            raise _Reject(400, "invalid Content-Length")
+        n = int(value)
+        return ("length", n) if n else ("none", 0)
+    return "none", 0
+
+
+def _response_framing(head: _Head, status: int, method: bytes) -> tuple[str, int]:
+    if method == b"HEAD" or status in (204, 304) or 100 <= status < 200:
+        return "none", 0
+    te = head.values(b"transfer-encoding")
+    if te:
+        codings = [c.strip().lower() for v in te for c in v.split(b",") if c.strip()]
+        return ("chunked", 0) if codings and codings[-1] == b"chunked" else ("eof", 0)
+    cl = head.values(b"content-length")
+    if cl:
+        values = {c.strip() for v in cl for c in v.split(b",")}
+        value = values.pop() if len(values) == 1 else b""
+        if not _DIGITS.match(value):
+            raise _Reject(502, "the app sent an invalid Content-Length")
+        return "length", int(value)
+    return "eof", 0
+
+
+def _strip_hop_by_hop(head: _Head) -> list[tuple[bytes, bytes]]:
+    # Connection may name extra hop-by-hop fields, but never the framing ones we forward as they are.
+    drop = _HOP_BY_HOP | (head.tokens(b"connection") - _FRAMING)
+    return [(n, v) for n, v in head.headers if n.lower() not in drop]
+
+
+def _serialize(start: bytes, headers: Iterable[tuple[bytes, bytes]]) -> bytes:
+    return b"\r\n".join([start, *(n + b": " + v for n, v in headers)]) + b"\r\n\r\n"
+
+
+def _synthetic(status: int, message: str, *, body: str = "", close: bool = True) -> bytes:
+    """A response of the proxy's own, shaped like Linkerd's (``l5d-proxy-error``)."""
+    payload = (body or message).encode("utf-8", "replace") + b"\n"
+    headers = [
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", str(len(payload)).encode()),
+        (b"l5d-proxy-error", message.encode("ascii", "replace")),
+    ]
+    if close:
+        headers += [(b"l5d-proxy-connection", b"close"), (b"connection", b"close")]
+    return _serialize(b"HTTP/1.1 %d %s" % (status, _REASONS.get(status, b"Error")), headers) + payload
+
+
+# -- the proxy ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Listener:
+    sock: socket.socket
+    kind: str  # "transparent" | "direct"
+    app_port: int  # 0 for the direct listener
+
+
+@dataclass
+class _Upstream:
+    stream: _Stream | None = None
+    port: int = 0
+
+
+class InboundProxy:
+    """A Linkerd-like inbound proxy fronting plain-HTTP apps on loopback.
+
+    Args:
+        credentials: the proxy's own identity (its leaf, key and the mesh trust anchors).
+        app_ports: the app ports it fronts; each gets a transparent TLS listener, and the
+            direct listener forwards to any of them by the transport header's port.
+        policy: one :class:`ServerPolicy` for every port, or ``{app_port: ServerPolicy}``
+            (a mapping form ``{"access": ..., "allow": [...]}`` is accepted too).
+            Default: ``all-unauthenticated``, Linkerd's default.
+        host: where the listeners bind (loopback by default).
+        app_host: where the apps listen.
+        listen_ports: ``{app_port: listen_port}`` for fixed transparent ports (0: any free port).
+        direct_port: the direct-mode port (0: any free port; ``None``: no direct listener).
+        server_name: the SNI to terminate; defaults to the identity (required for SPIFFE identities).
+        plaintext: serve clients that do not start TLS on the transparent ports, as Linkerd does
+            (they have no identity, so only ``all-unauthenticated``-style policies let them in).
+
+    Use :meth:`start` / :meth:`stop` or a ``with`` block; :meth:`url` and
+    :attr:`direct_address` say where to connect.
+    """
+
+    def __init__(
+        self,
+        credentials: Credentials,
+        app_ports: int | Iterable[int],
+        *,
+        policy: ServerPolicy | Mapping[str, Any] | Mapping[int, ServerPolicy] | str | None = None,
+        host: str = "127.0.0.1",
+        app_host: str = "127.0.0.1",
+        listen_ports: Mapping[int, int] | None = None,
+        direct_port: int | None = 0,
+        server_name: str | None = None,
+        plaintext: bool = True,
+        idle_timeout: float = 120.0,
+        io_timeout: float = 300.0,
+        connect_timeout: float = 5.0,
+        handshake_timeout: float = 10.0,
+        max_connections: int = 2048,
+    ) -> None:
+        if not isinstance(credentials, Credentials):
+            raise ConfigurationError("InboundProxy needs a meshclient.Credentials for its own identity.")
+        ports = (app_ports,) if isinstance(app_ports, int) else tuple(app_ports)
+        if not ports or any(not 0 < p <= 0xFFFF for p in ports) or len(set(ports)) != len(ports):
+            raise ConfigurationError(f"InboundProxy needs distinct app ports in 1-65535, got {ports!r}.")
+        self._creds = credentials
+        self.identity: Identity = credentials.identity
+        if server_name is None:
+            if self.identity.is_spiffe:
+                raise ConfigurationError(
+                    f"A proxy with the SPIFFE identity '{self.identity}' needs server_name (the SNI it answers).",
+                    hint="Pass server_name='<a DNS name>' like Linkerd's LINKERD2_PROXY_IDENTITY_SERVER_NAME.",
+                )
+            server_name = self.identity.value
+        self.server_name = server_name
+        self.plaintext = plaintext
+        self.app_ports = ports
+        self.host = host
+        self.app_host = app_host
+        self._listen_ports = dict(listen_ports or {})
+        self._direct_port = direct_port
+        self.idle_timeout = idle_timeout
+        self.io_timeout = io_timeout
+        self.connect_timeout = connect_timeout
+        self.handshake_timeout = handshake_timeout
+        self.max_connections = max_connections
+        self._default_policy = ServerPolicy()
+        self._policies: dict[int, ServerPolicy] = {}
+        self.set_policy(policy)
+        self.stats = ProxyStats()
+        self._stats_lock = threading.Lock()
+        self._lock = threading.Lock()
+        self._listeners: list[_Listener] = []
+        self._sockets: set[socket.socket] = set()
+        self._threads: set[threading.Thread] = set()
+        self._acceptor: threading.Thread | None = None
+        self._wake_r: socket.socket | None = None
+        self._wake_w: socket.socket | None = None
+        self._stopping = threading.Event()
+        self._ids = itertools.count(1)
+        self._transparent_ctx: ssl.SSLContext | None = None
+        self._direct_ctx: ssl.SSLContext | None = None
+
+    # -- configuration ---------------------------------------------------------------------
+    def set_policy(self, policy: ServerPolicy | Mapping[str, Any] | Mapping[int, ServerPolicy] | str | None,
+                   *, app_port: int | None = None) -> None:
+        """Replace the policy (for every port, or one ``app_port``); applies to the next request."""
+        if app_port is not None:
+            if app_port not in self.app_ports:
+                raise ConfigurationError(f"Port {app_port} is not fronted by this proxy ({self.app_ports}).")
+            policies = dict(self._policies)
+            policies[app_port] = ServerPolicy.from_config(policy)  # type: ignore[arg-type]
+            self._policies = policies
+            return
+        if isinstance(policy, Mapping) and policy and all(isinstance(k, int) for k in policy):
+            per_port = {int(k): ServerPolicy.from_config(v) for k, v in policy.items()}
+            unknown = set(per_port) - set(self.app_ports)
+            if unknown:
+                raise ConfigurationError(f"Policies for ports not fronted by this proxy: {sorted(unknown)}.")
+            self._policies = per_port
+            return
+        self._default_policy = ServerPolicy.from_config(policy)  # type: ignore[arg-type]
+        self._policies = {}
+
+    def policy_for(self, app_port: int) -> ServerPolicy:
+        return self._policies.get(app_port, self._default_policy)
+
+    # -- addresses -------------------------------------------------------------------------
+    def _listener(self, kind: str, app_port: int = 0) -> _Listener:
+        for lst in self._listeners:
+            if lst.kind == kind and lst.app_port == app_port:
+                return lst
+        raise ConfigurationError(f"The proxy is not started or has no {kind} listener for port {app_port}.")
+
+    def address(self, app_port: int | None = None) -> tuple[str, int]:
+        """The transparent (TLS, no ALPN) listener for ``app_port`` (the only one by default)."""
+        port = self.app_ports[0] if app_port is None else app_port
+        addr = self._listener("transparent", port).sock.getsockname()
+        return addr[0], addr[1]
+
+    def url(self, app_port: int | None = None) -> str:
+        host, port = self.address(app_port)
+        return f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
+
+    @property
+    def direct_address(self) -> tuple[str, int] | None:
+        if self._direct_port is None:
+            return None
+        addr = self._listener("direct").sock.getsockname()
+        return addr[0], addr[1]
+
+    def service_entry(self, app_port: int | None = None) -> dict[str, Any]:
+        """This proxy as a ``sandbox.json`` service: url, identity, direct address, app port."""
+        port = self.app_ports[0] if app_port is None else app_port
+        direct = self.direct_address
+        return {
+            "url": self.url(port),
+            "identity": self.identity.value,
+            "direct": f"{direct[0]}:{direct[1]}" if direct else None,
+            "app_port": port,
+        }
+
+    # -- lifecycle -------------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self._acceptor is not None and self._acceptor.is_alive()
+
+    def start(self) -> InboundProxy:
+        """Bind every listener and start accepting; returns ``self``."""
+        if self._acceptor is not None:
+            raise ConfigurationError("This InboundProxy was already started; create a new one.")
+        self._transparent_ctx = self._context(direct=False)
+        if self._direct_port is not None:
+            self._direct_ctx = self._context(direct=True)
+        try:
+            for app_port in self.app_ports:
+                sock = socket.create_server((self.host, self._listen_ports.get(app_port, 0)), backlog=512)
+                self._listeners.append(_Listener(sock, "transparent", app_port))
+            if self._direct_port is not None:
+                sock = socket.create_server((self.host, self._direct_port), backlog=512)
+                self._listeners.append(_Listener(sock, "direct", 0))
+        except OSError:
+            for lst in self._listeners:
+                lst.sock.close()
+            self._listeners.clear()
+            raise
+        for lst in self._listeners:
+            lst.sock.setblocking(False)
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._acceptor = threading.Thread(target=self._accept_loop, name=f"proxy-accept-{self.identity.service_account}",
+                                          daemon=True)
+        self._acceptor.start()
+        log.info("inbound proxy for '%s' listening: %s", self.identity,
+                 ", ".join(f"{lst.kind}:{lst.app_port or '-'}@{lst.sock.getsockname()[1]}" for lst in self._listeners))
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop accepting, end every connection, join every thread. Idempotent."""
+        if self._acceptor is None or self._stopping.is_set():
+            return
+        self._stopping.set()
+        if self._wake_w is not None:
+            with contextlib.suppress(OSError):
+                self._wake_w.send(b"x")
+        self._acceptor.join(timeout)
+        for lst in self._listeners:
+            lst.sock.close()
+        for s in (self._wake_r, self._wake_w):
+            if s is not None:
+                s.close()
+        with self._lock:
+            sockets = list(self._sockets)
+            threads = list(self._threads)
+        for s in sockets:
+            _shutdown(s)
+        for t in threads:
+            t.join(timeout)
+        with self._lock:
+            leftovers = list(self._sockets)
+            self._sockets.clear()
+        for s in leftovers:
+            with contextlib.suppress(OSError):
+                s.close()
+        log.info("inbound proxy for '%s' stopped", self.identity)
+
+    def __enter__(self) -> InboundProxy:
+        return self.start() if self._acceptor is None else self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"InboundProxy(identity='{self.identity}', app_ports={list(self.app_ports)}, running={self.running})"
+
+    # -- internals: accepting ----------------------------------------------------------------
+    def _context(self, *, direct: bool) -> ssl.SSLContext:
+        ctx = build_server_context(self._creds, require_client_cert=direct, alpn=[ALPN_PROTOCOL] if direct else None)
+        expected = self.server_name
+
+        def check_sni(_sock: Any, server_name: str | None, _ctx: ssl.SSLContext) -> int | None:
+            # Linkerd terminates only its own name; others would be passed through, which a
+            # sandbox with one workload per proxy has nowhere to send: refuse like ssl_reject_handshake.
+            if server_name != expected:
+                return ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME
+            return None
+
+        ctx.sni_callback = check_sni
+        return ctx
+
+    def _accept_loop(self) -> None:
+        sel = selectors.DefaultSelector()
+        try:
+            assert self._wake_r is not None
+            sel.register(self._wake_r, selectors.EVENT_READ, None)
+            for lst in self._listeners:
+                sel.register(lst.sock, selectors.EVENT_READ, lst)
+            while not self._stopping.is_set():
+                for key, _ in sel.select():
+                    lst = key.data
+                    if lst is None:
+                        return
+                    self._accept(lst)
+        except Exception:  # pragma: no cover - a bug; keep the log, never the process
+            log.exception("inbound proxy accept loop failed")
+        finally:
+            sel.close()
+
+    def _accept(self, lst: _Listener) -> None:
+        try:
+            raw, addr = lst.sock.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            if not self._stopping.is_set():
+                log.warning("accept failed: %s", exc)
+            return
+        with self._lock:
+            if self._stopping.is_set() or len(self._threads) >= self.max_connections:
+                raw.close()
+                return
+            self._sockets.add(raw)
+            thread = threading.Thread(target=self._connection, args=(lst, raw, addr),
+                                      name=f"proxy-conn-{next(self._ids)}", daemon=True)
+            self._threads.add(thread)
+            thread.start()
+        self._count("connections")
+
+    def _count(self, name: str) -> None:
+        with self._stats_lock:
+            setattr(self.stats, name, getattr(self.stats, name) + 1)
+
+    def _track(self, old: socket.socket | None, new: socket.socket | None) -> None:
+        with self._lock:
+            if old is not None:
+                self._sockets.discard(old)
+            if new is not None:
+                if self._stopping.is_set():
+                    _shutdown(new)
+                self._sockets.add(new)
+
+    def _close(self, sock: socket.socket | None) -> None:
+        if sock is None:
+            return
+        self._track(sock, None)
+        with contextlib.suppress(OSError):
+            sock.close()
+
+    # -- internals: one connection -----------------------------------------------------------
+    def _connection(self, lst: _Listener, raw: socket.socket, addr: Any) -> None:
+        tls: ssl.SSLSocket | None = None
+        upstream = _Upstream()
+        try:
+            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            raw.settimeout(self.handshake_timeout)
+            if lst.kind == "transparent" and self.plaintext:
+                try:
+                    first = raw.recv(1, socket.MSG_PEEK)
+                except OSError:
+                    return
+                if not first:
+                    return
+                if first != b"\x16":  # not a TLS handshake record: Linkerd's no_tls_from_remote
+                    self._serve_http(_Stream(raw), ClientInfo(address=addr[0], tls=False), lst.app_port, upstream)
+                    return
+            ctx = self._direct_ctx if lst.kind == "direct" else self._transparent_ctx
+            assert ctx is not None
+            try:
+                tls = ctx.wrap_socket(raw, server_side=True, do_handshake_on_connect=False)
+                self._track(raw, tls)
+                tls.do_handshake()
+            except (OSError, ValueError) as exc:
+                self._count("handshake_failures")
+                log.debug("TLS handshake from %s failed: %s", addr[0], exc)
+                return
+            identity = client_identity_from_cert(tls.getpeercert())
+            client = ClientInfo(address=addr[0], tls=True, identity=identity)
+            down = _Stream(tls)
+            if lst.kind == "direct":
+                self._direct(down, client, upstream)
+            else:
+                self._serve_http(down, client, lst.app_port, upstream)
+        except Exception:  # pragma: no cover - a bug; one connection fails, the proxy lives
+            if not self._stopping.is_set():
+                log.exception("inbound proxy connection from %s failed", addr[0])
+        finally:
+            if upstream.stream is not None:
+                self._close(upstream.stream.sock)
+            self._close(tls)
+            self._close(raw)
+            with self._lock:
+                self._threads.discard(threading.current_thread())
+
+    def _direct(self, down: _Stream, client: ClientInfo, upstream: _Upstream) -> None:
+        """Linkerd's port 4143: ALPN, a client identity, then the transport header."""
+        self._count("direct_connections")
+        tls = down.sock
+        assert isinstance(tls, ssl.SSLSocket)
+        if tls.selected_alpn_protocol() != ALPN_PROTOCOL:
+            self._count("refused")
+            log.info("direct connection from %s refused: ALPN %s not negotiated", client.address, ALPN_PROTOCOL)
+            return
+        if client.identity is None:
+            self._count("refused")
+            log.info("direct connection from %s refused: direct connections must be mutually authenticated",
+                     client.address)
+            return
+        try:
+            header = read_prefaced(down.read_exact)
+        except (TransportHeaderError, _Gone, OSError) as exc:
+            self._count("refused")
+            log.info("direct connection from '%s' refused: transport header required (%s)", client.identity, exc)
+            return
+        if header.port not in self.app_ports:
+            self._count("refused")
+            log.info("direct connection from '%s' refused: connection denied on unknown port %d",
+                     client.identity, header.port)
+            return
+        if header.name is not None:
+            self._count("refused")
+            log.info("direct connection from '%s' refused: gateway mode (name in header) is not supported",
+                     client.identity)
+            return
+        tls.settimeout(self.io_timeout)
+        if header.protocol is SessionProtocol.HTTP1:
+            self._serve_http(down, client, header.port, upstream)
+        elif header.protocol is None:
+            self._tunnel(down, client, header.port, upstream)
+        else:
+            self._count("refused")
+            log.info("direct connection from '%s' refused: HTTP/2 is not supported by the sandbox proxy",
+                     client.identity)
+
+    def _tunnel(self, down: _Stream, client: ClientInfo, app_port: int, upstream: _Upstream) -> None:
+        """An opaque session: policy once per connection, then bytes both ways."""
+        decision = self.policy_for(app_port).check(client, server=self.identity.value)
+        if not decision.allowed:
+            self._count("denied")
+            log.info("opaque connection denied: %s", decision.detail)
+            return
+        try:
+            up = self._connect(app_port)
+        except _Reject as exc:
+            log.info("opaque connection to app port %d failed: %s", app_port, exc.message)
+            return
+        upstream.stream = up
+        # One thread for both directions: an SSL object must not be read and written from two threads.
+        view = memoryview(bytearray(BUFFER_SIZE))
+        down_open = True
+        while not self._stopping.is_set():
+            ready: list[Any] = []
+            if down_open and (down.buf or _pending(down.sock)):
+                ready = [down.sock]
+            if not ready:
+                watched = [down.sock, up.sock] if down_open else [up.sock]
+                try:
+                    ready, _, _ = select.select(watched, [], [], self.idle_timeout)
+                except (OSError, ValueError):
+                    return
+                if not ready:
+                    return  # idle for too long
+            if down_open and down.sock in ready:
+                try:
+                    n = down.readinto(view)
+                except OSError:
+                    return
+                if n == 0:
+                    down_open = False  # half-close: the app may still answer
+                    with contextlib.suppress(OSError):
+                        up.sock.shutdown(socket.SHUT_WR)
+                else:
+                    try:
+                        up.sock.sendall(view[:n])
+                    except OSError:
+                        return
+            if up.sock in ready:
+                try:
+                    n = up.readinto(view)
+                    if n == 0:
+                        return
+                    down.sock.sendall(view[:n])
+                except OSError:
+                    return
+
+    def _connect(self, app_port: int) -> _Stream:
+        try:
+            sock = socket.create_connection((self.app_host, app_port), timeout=self.connect_timeout)
+        except OSError as exc:
+            self._count("upstream_errors")
+            reason = exc.strerror or type(exc).__name__
+            raise _Reject(502, f"connect error to app port {app_port}: {reason}") from None
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.settimeout(self.io_timeout)
+        self._track(None, sock)
+        return _Stream(sock)
+
+    def _serve_http(self, down: _Stream, client: ClientInfo, app_port: int, upstream: _Upstream) -> None:
+        """HTTP/1.1 requests on one client connection, each authorized, then forwarded."""
+        buffer = _LazyBuffer()
+        while not self._stopping.is_set():
+            down.sock.settimeout(self.idle_timeout)
+            try:
+                raw = down.read_head()
+                if raw is None:
+                    return
+                down.sock.settimeout(self.io_timeout)
+                req = _parse_request(raw)
+            except _Reject as exc:
+                self._reject(down, exc.status, exc.message, linger=True)
+                return
+            except (_Gone, OSError):
+                return
+            self._count("requests")
+            decision = self.policy_for(app_port).check(client, server=self.identity.value)
+            if not decision.allowed:
+                self._count("denied")
+                log.info("request denied on app port %d: %s", app_port, decision.detail)
+                self._reject(down, 403, decision.reason, body=decision.detail, linger=req.framing != "none")
+                return
+            try:
+                keep = self._exchange(down, req, client, app_port, upstream, buffer)
+            except _Reject as exc:
+                self._reject(down, exc.status, exc.message, linger=True)
+                return
+            except (_Gone, OSError):
+                return
+            if not keep:
+                return
+
+    def _reject(self, down: _Stream, status: int, message: str, *, body: str = "", linger: bool = False) -> None:
+        with contextlib.suppress(OSError):
+            down.sock.sendall(_synthetic(status, message, body=body))
+            if linger:
+                _linger(down)
+
+    def _exchange(self, down: _Stream, req: _Request, client: ClientInfo, app_port: int,
+                  upstream: _Upstream, buffer: _LazyBuffer) -> bool:
+        """Forward one request and its response; return whether both connections stay open."""
+        headers = [(n, v) for n, v in _strip_hop_by_hop(req.head)
+                   if n.lower() != b"l5d-client-id" and not (req.expect_continue and n.lower() == b"expect")]
+        if client.identity is not None:
+            headers.append((b"l5d-client-id", client.identity.value.encode("ascii")))
+        head = _serialize(req.head.start, headers)
+
+        if upstream.stream is not None and (upstream.port != app_port or upstream.stream.readable_now()):
+            # another app, or the kept-alive app connection was closed (or sent garbage) while idle
+            self._close(upstream.stream.sock)
+            upstream.stream = None
+        reused = upstream.stream is not None
+        up = upstream.stream or self._connect(app_port)
+        upstream.stream, upstream.port = up, app_port
+        if req.expect_continue:
+            _send_or_gone(down, b"HTTP/1.1 100 Continue\r\n\r\n")
+
+        # A small body already buffered goes out with the head in one write.
+        prefix = head
+        if req.framing == "length" and req.length <= len(down.buf) and req.length <= _SMALL:
+            prefix = head + bytes(down.buf[: req.length])
+            del down.buf[: req.length]
+            req.framing = "none"
+        try:
+            _send(up, prefix)
+        except _Gone:
+            if not reused:
+                raise _Reject(502, "connection to the app failed while sending the request") from None
+            self._close(up.sock)
+            up = self._connect(app_port)
+            upstream.stream = up
+            try:
+                _send(up, prefix)
+            except _Gone:
+                raise _Reject(502, "connection to the app failed while sending the request") from None
+
+        complete = True
+        try:
+            if req.framing == "length":
+                complete = _copy_exact(down, up, req.length, buffer.get(), watch=up)
+            elif req.framing == "chunked":
+                complete = _copy_chunked(down, up, buffer.get(), watch=up)
+        except _Gone as gone:
+            if gone.side == "src":  # the client went away mid-upload: nothing to answer
+                return False
+            complete = False  # the app stopped reading: it may have answered early
+        return self._relay_response(down, up, req, upstream, complete, buffer,
+                                    retry_ok=reused and req.framing == "none", app_port=app_port,
+                                    resend=prefix)
+
+    def _relay_response(self, down: _Stream, up: _Stream, req: _Request, upstream: _Upstream,
+                        complete: bool, buffer: _LazyBuffer, *, retry_ok: bool, app_port: int,
+                        resend: bytes) -> bool:
+        while True:
+            try:
+                raw = up.read_head()
+            except _Reject:
+                raise _Reject(502, "the app sent a response head over 64 KiB") from None
+            except TimeoutError:
+                self._count("upstream_errors")
+                raise _Reject(504, f"the app on port {app_port} did not answer in time") from None
+            except (_Gone, OSError):
+                raw = None
+            if raw is None:
+                if retry_ok:  # a kept-alive app connection closed under us: once more on a new one
+                    retry_ok = False
+                    self._close(up.sock)
+                    up = self._connect(app_port)
+                    upstream.stream = up
+                    try:
+                        _send(up, resend)
+                    except _Gone:
+                        raise _Reject(502, "connection to the app failed while sending the request") from None
+                    continue
+                self._count("upstream_errors")
+                raise _Reject(502, "connection closed by the app before a response")
+            resp = _parse_head(raw, 502)
+            parts = resp.start.split(b" ", 2)
+            if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
+                raise _Reject(502, "the app sent a malformed status line")
+            status = int(parts[1])
+            if 100 <= status < 200:
+                if status == 101:
+                    raise _Reject(502, "the app switched protocols, which the sandbox proxy does not relay")
+                _send_or_gone(down, _serialize(resp.start, _strip_hop_by_hop(resp)))
+                continue
+            break
+
+        framing, length = _response_framing(resp, status, req.method)
+        up_keep = (parts[0] == b"HTTP/1.1" and b"close" not in resp.tokens(b"connection")
+                   and framing != "eof" and complete)
+        down_keep = req.keep_alive and complete
+        headers = _strip_hop_by_hop(resp)
+        rechunk = framing == "eof" and req.version == b"HTTP/1.1"
+        if rechunk:
+            headers.append((b"transfer-encoding", b"chunked"))
+        elif framing == "eof":
+            down_keep = False
+        if not down_keep:
+            headers.append((b"connection", b"close"))
+        out_head = _serialize(resp.start, headers)
+
+        try:
+            if framing == "none":
+                _send(down, out_head)
+            elif framing == "length" and length <= len(up.buf) and length <= _SMALL:
+                body = bytes(up.buf[:length])
+                del up.buf[:length]
+                _send(down, out_head + body)
+            elif framing == "length":
+                _copy_exact(up, down, length, buffer.get(), out_head)
+            elif framing == "chunked":
+                _copy_chunked(up, down, buffer.get(), out_head)
+            else:
+                _send(down, out_head)
+                _copy_until_eof(up, down, buffer.get(), chunked=rechunk)
+        except _Gone as gone:
+            if gone.side == "src":
+                self._count("upstream_errors")
+                log.info("the app on port %d failed mid-response; closing the client connection", app_port)
+            return False
+        if not up_keep:
+            self._close(up.sock)
+            upstream.stream = None
+        if not complete:
+            _linger(down)
+        return down_keep
+
+
+def _send_or_gone(dst: _Stream, data: bytes) -> None:
+    try:
+        dst.sock.sendall(data)
+    except OSError:
+        raise _Gone("down", "client went away") from None
+
+
+def _pending(sock: socket.socket) -> int:
+    """Decrypted bytes an SSL socket holds that ``select`` cannot see."""
+    return sock.pending() if isinstance(sock, ssl.SSLSocket) else 0
+
+
+def _shutdown(sock: socket.socket) -> None:
+    """Wake any thread blocked on ``sock`` (TLS or not) without touching its TLS state."""
+    with contextlib.suppress(OSError, ValueError):
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+def _linger(down: _Stream) -> None:
+    """Read and drop what the client still sends for a while, so it can read our answer.
+
+    Closing with unread input makes the kernel send RST, and a client still uploading would
+    then lose the response (nginx's lingering_close).
+    """
+    try:
+        socket.socket.shutdown(down.sock, socket.SHUT_WR)  # FIN now: the client sees the end of our answer
+        down.sock.settimeout(_LINGER_SECONDS)
+        view = memoryview(bytearray(_SMALL))
+        total = 0
+        while total < _LINGER_BYTES:
+            n = down.readinto(view)
+            if not n:
+                break
+            total += n
+    except (OSError, ValueError):
+        pass
