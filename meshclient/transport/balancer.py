@@ -61,7 +61,13 @@ class PeakEwma:
                 self.value = self.value * w + rtt * (1 - w)
 
     def cost(self) -> float:
+        """Decays toward zero while idle (like tower's PeakEwma, an update with rtt 0), so one slow
+        answer cannot starve an endpoint forever."""
         with self._lock:
+            now = self._clock()
+            elapsed = max(0.0, now - self._stamp)
+            self._stamp = now
+            self.value *= math.exp(-elapsed / self.decay)
             return self.value * (self.pending + 1)
 
     def start(self) -> None:

@@ -9,8 +9,10 @@ the client's :class:`~meshclient.transport.budget.RetryBudget`.
 
 from __future__ import annotations
 
+import datetime
 import email.utils
 import random
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -19,6 +21,8 @@ __all__ = ["RetryPolicy", "parse_retry_after", "IDEMPOTENT_METHODS", "RETRYABLE_
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
 RETRY_AFTER_STATUSES = frozenset({429, 503})
+_DELTA_SECONDS = re.compile(r"^[0-9]{1,10}$")  # ASCII digits only: str.isdigit() accepts '²'
+
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
@@ -26,14 +30,16 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if _DELTA_SECONDS.match(value):
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError):
         return None
     if when is None:
         return None
+    if when.tzinfo is None:  # asctime form or "-0000": HTTP dates are always GMT (RFC 9110 §5.6.7)
+        when = when.replace(tzinfo=datetime.timezone.utc)
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
@@ -66,7 +72,7 @@ class RetryPolicy:
 
     def backoff(self, retry_number: int, rng: random.Random | None = None) -> float:
         """Full jitter: uniform in [0, min(max_backoff, min_backoff * 2**n)], at least min_backoff / 2."""
-        cap = min(self.max_backoff, self.min_backoff * (2 ** max(0, retry_number)))
+        cap = min(self.max_backoff, self.min_backoff * (2 ** min(max(0, retry_number), 32)))
         r = (rng or random).uniform(0.0, cap)
         return max(self.min_backoff / 2, r)
 
