@@ -8,6 +8,7 @@ shared budget) → audit event. Artifacts, results and scoring are users of this
 from __future__ import annotations
 
 import logging
+import socket
 import ssl
 import threading
 import time
@@ -297,34 +298,40 @@ class MeshClient:
         route = target.route
         while True:
             attempts += 1
-            try:
-                route, endpoint = target.choose(exclude)
-            except MeshError as exc:
-                self._emit(prepared, route, None, started, attempts, trace, "no_endpoint", exc, token_subject)
-                raise
-            prepared.mesh_route = route  # type: ignore[attr-defined]
+            # token and time budget first: a failure there must not leave a breaker probe claimed
             token_subject = self._attach_token(prepared)
             try:
                 attempt_timeout = self._attempt_timeout(per_attempt, deadline_at, prepared, route)
             except DeadlineExceededError as exc:
                 self._emit(prepared, route, None, started, attempts - 1, trace, "deadline_exceeded", exc, token_subject)
                 raise
+            try:
+                route, endpoint = target.choose(exclude)
+            except MeshError as exc:
+                self._emit(prepared, route, None, started, attempts, trace, "no_endpoint", exc, token_subject)
+                raise
+            prepared.mesh_route = route  # type: ignore[attr-defined]
             t0 = time.monotonic()
             if endpoint is not None:
                 endpoint.latency.start()
             try:
-                response = self._session.send(prepared, timeout=attempt_timeout, stream=stream, allow_redirects=False)
-            except Exception as exc:
+                response = self._send_once(prepared, attempt_timeout, stream, deadline_at)
+            except BaseException as exc:
+                if not isinstance(exc, Exception):  # KeyboardInterrupt in a notebook: give the probe back
+                    if endpoint is not None:
+                        endpoint.latency.finish()
+                        endpoint.breaker.release()
+                    raise
                 failure = translate(exc, route, method, prepared.url, attempt_timeout)
                 if endpoint is not None:
                     endpoint.latency.finish()
                     endpoint.breaker.record_failure()
-                # Only failures before the request was sent are retried (whatever the method): after
-                # that, the server may have acted on it, and Linkerd's rules retry responses, not timeouts.
+                # Failures before the request was sent are retried whatever the method; after that
+                # (reset mid-response, response timeout) only requests that may be repeated.
                 retry_ok = (
                     failure.transient
                     and retry
-                    and failure.before_send
+                    and (failure.before_send or may_repeat)
                     and not isinstance(failure.error, ServerIdentityError)
                     and replay.possible
                     and attempts < policy.max_attempts
@@ -383,6 +390,31 @@ class MeshClient:
                        token_subject)
             return response
 
+    def _send_once(self, prepared: requests.PreparedRequest, timeout: tuple[float, float], stream: bool,
+                   deadline_at: float | None) -> requests.Response:
+        """One attempt. With a deadline, the body is read under a watchdog that closes the socket
+        when the deadline passes, so a server trickling bytes cannot stretch the request."""
+        if deadline_at is None or stream:
+            return self._session.send(prepared, timeout=timeout, stream=stream, allow_redirects=False)
+        response = self._session.send(prepared, timeout=timeout, stream=True, allow_redirects=False)
+        raw = response.raw
+        conn = getattr(raw, "_connection", None) or getattr(raw, "connection", None)
+        sock = getattr(conn, "sock", None)
+        watchdog = None
+        if sock is not None:
+            watchdog = threading.Timer(max(0.0, deadline_at - time.monotonic()), _shutdown_quietly, (sock,))
+            watchdog.daemon = True
+            watchdog.start()
+        try:
+            response.content  # noqa: B018 - read the body now, under the watchdog
+        except BaseException:
+            response.close()
+            raise
+        finally:
+            if watchdog is not None:
+                watchdog.cancel()
+        return response
+
     def _attach_token(self, prepared: requests.PreparedRequest) -> str | None:
         if self._token is None:
             return None
@@ -411,8 +443,10 @@ class MeshClient:
 
     def _deadline_error(self, failure: Failure, deadline_at: float | None, prepared: requests.PreparedRequest,
                         route: Route) -> MeshError:
-        if (deadline_at is not None and isinstance(failure.error, MeshTimeoutError)
-                and time.monotonic() >= deadline_at - 0.001):
+        timed_out = isinstance(failure.error, MeshTimeoutError) or (
+            type(failure.error) is TransportError  # the watchdog closed a trickling body
+        )
+        if deadline_at is not None and timed_out and time.monotonic() >= deadline_at - 0.001:
             return DeadlineExceededError(
                 f"{prepared.method} {redact_url(prepared.url)} ({route.server_identity}) did not complete within "
                 "its deadline (all attempts together).",
@@ -668,6 +702,13 @@ class _Replay:
             except (OSError, ValueError):
                 return False
         return True
+
+
+def _shutdown_quietly(sock: Any) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
 
 
 def _outcome(error: MeshError) -> str:

@@ -9,6 +9,7 @@ same on requests 2.31 (Databricks Runtime 15.4) and 2.32+.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPSConnection
 from urllib3.connectionpool import HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError
+from urllib3.response import HTTPResponse
 
 from ..errors import TLSHandshakeError
 from ..identity import Identity
@@ -60,6 +62,32 @@ class TLSState:
     direct_context: Any = None
 
 
+class _RedactQueryValues(logging.Filter):
+    """urllib3 logs every request line at DEBUG, query string included; query values may be
+    secrets (API keys, signed URLs). Keep the names, drop the values."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 5 and isinstance(args[4], str) and "?" in args[4]:
+            path, _, query = args[4].partition("?")
+            redacted = "&".join(f"{kv.split('=', 1)[0]}=..." for kv in query.split("&") if kv)
+            record.args = (*args[:4], f"{path}?{redacted}", *args[5:])
+        return True
+
+
+_urllib3_log = logging.getLogger("urllib3.connectionpool")
+if not any(isinstance(f, _RedactQueryValues) for f in _urllib3_log.filters):
+    _urllib3_log.addFilter(_RedactQueryValues())
+
+
+class _StrictHTTPResponse(HTTPResponse):
+    """urllib3 1.26 returns a body cut short as a success; 2.x refuses. Refuse on both."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("enforce_content_length", True)
+        super().__init__(*args, **kwargs)
+
+
 class MeshHTTPSConnection(HTTPSConnection):
     """An HTTPS connection that checks the server identity right after the handshake."""
 
@@ -76,6 +104,9 @@ class MeshHTTPSConnection(HTTPSConnection):
             raise ConnectTimeoutError(
                 self, f"TLS handshake with {self.host}:{self.port} timed out (connect timeout {self.timeout})"
             ) from exc
+        except OSError as exc:  # reset during connect/handshake: nothing of the request was sent
+            exc.mesh_before_send = True  # type: ignore[attr-defined]
+            raise
         try:
             self.mesh_peer = verify_server_identity(
                 self.sock,  # type: ignore[arg-type]
@@ -89,6 +120,7 @@ class MeshHTTPSConnection(HTTPSConnection):
 
 class MeshHTTPSConnectionPool(HTTPSConnectionPool):
     ConnectionCls = MeshHTTPSConnection  # type: ignore[assignment]
+    ResponseCls = _StrictHTTPResponse  # type: ignore[assignment]
 
 
 class DirectHTTPSConnection(MeshHTTPSConnection):
@@ -116,6 +148,7 @@ class DirectHTTPSConnection(MeshHTTPSConnection):
 
 class DirectHTTPSConnectionPool(HTTPSConnectionPool):
     ConnectionCls = DirectHTTPSConnection  # type: ignore[assignment]
+    ResponseCls = _StrictHTTPResponse  # type: ignore[assignment]
 
 
 class MeshAdapter(HTTPAdapter):

@@ -70,6 +70,11 @@ class CircuitBreaker:
                 self._probe_in_flight = True
             return True
 
+    def release(self) -> None:
+        """Give back a claimed probe whose request never completed (cancelled, failed before sending)."""
+        with self._lock:
+            self._probe_in_flight = False
+
     def record_success(self) -> None:
         with self._lock:
             self.state = CLOSED

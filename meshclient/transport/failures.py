@@ -124,7 +124,7 @@ def translate(exc: BaseException, route: Route, method: str, url: str | None, ti
     if isinstance(exc, requests.exceptions.ConnectionError):
         chain = _chain(exc)
         refused = any(type(e).__name__ == "NewConnectionError" or isinstance(e, ConnectionRefusedError)
-                      for e in chain)
+                      or getattr(e, "mesh_before_send", False) for e in chain)
         if refused:
             return Failure(
                 ConnectError(

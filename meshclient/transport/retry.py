@@ -1,9 +1,11 @@
 """What may be retried, and how long to wait: the rules of one request's retry loop.
 
-A request is retried only when sending it twice cannot do harm: an idempotent method or an
-``Idempotency-Key`` header, a body that can be replayed (bytes, or a seekable file rewound to
-its start), and a failure that is retryable (nothing was sent, or 502/503/504/429). A plain
-POST is never sent twice. Every attempt shares one deadline, and every retry is paid for from
+A failure before the request was sent (connection refused, TLS handshake dropped) is retried
+whatever the method: nothing reached the server. Anything else is retried only when sending it
+twice cannot do harm — an idempotent method or an ``Idempotency-Key`` header — and the failure
+is worth another attempt (502/503/504/429, a reset or a timeout while waiting for the answer).
+The body must be replayable (bytes, or a seekable file rewound to where it started); streams
+never are. A plain POST is never sent twice. Every attempt shares one deadline, and every retry is paid for from
 the client's :class:`~meshclient.transport.budget.RetryBudget`.
 """
 
