@@ -29,7 +29,6 @@ $(STAMP): pyproject.toml setup.py
 
 lint: venv
 	$(BIN)/ruff check meshclient tests bench
-	$(BIN)/ruff format --check meshclient tests bench || true
 
 typecheck: venv
 	$(BIN)/mypy
@@ -50,6 +49,7 @@ demo: venv
 
 bench: venv
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/full_stack.py
 
 compat: compat-15.4 compat-17.3 compat-3.13
 

@@ -25,3 +25,12 @@ def test_bench_runs_at_toy_size() -> None:
     # every request (2 warm-up + 20 x 2 per side) reached nginx with a verified client certificate
     assert "84 requests logged, 84 verified-client 200s" in done.stdout, done.stdout
     assert "PRIVATE KEY" not in done.stdout + done.stderr
+
+
+def test_full_stack_bench_runs_at_toy_size() -> None:
+    bench = BENCH.parent / "full_stack.py"
+    done = subprocess.run([sys.executable, str(bench), "--requests", "40", "--rounds", "4", "--server", "inprocess"],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert re.search(r"ratio", done.stdout), done.stdout
+    assert "PRIVATE KEY" not in done.stdout + done.stderr
