@@ -12,6 +12,8 @@ from .client import DEFAULT_TIMEOUT, DIRECT_PORT, MeshClient, MeshService, raise
 from .credentials import Credentials, SameSubjectIssuerWarning
 from .credentials.sources import FileSource, IdentitySource, SecretScopeSource, StaticSource
 from .errors import (
+    CertificateExpiredError,
+    CertificateNotYetValidError,
     CertificateValidityError,
     ChainError,
     ConfigurationError,
@@ -19,6 +21,7 @@ from .errors import (
     CredentialsError,
     DeadlineExceededError,
     EgressDeniedError,
+    EmptyMaterialError,
     EncryptedKeyError,
     HTTPStatusError,
     IdentityError,
@@ -32,10 +35,12 @@ from .errors import (
     MissingIntermediateError,
     NoEndpointAvailableError,
     PolicyDeniedError,
+    SecretScopeError,
     ServerIdentityError,
     TLSHandshakeError,
     TransportError,
     UnsupportedKeyError,
+    WrongKeyPasswordError,
 )
 from .identity import Identity, IdentityPattern
 from .policy import EgressPolicy
@@ -92,6 +97,11 @@ __all__ = [
     "MeshTimeoutError",
     "HTTPStatusError",
     "PolicyDeniedError",
+    "SecretScopeError",
+    "CertificateNotYetValidError",
+    "CertificateExpiredError",
+    "WrongKeyPasswordError",
+    "EmptyMaterialError",
     "NoEndpointAvailableError",
     "EgressDeniedError",
     "DeadlineExceededError",

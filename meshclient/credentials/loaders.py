@@ -23,6 +23,7 @@ __all__ = [
     "read_file",
     "find_in_directory",
     "from_environment",
+    "read_env_material",
     "ENV_CERT",
     "ENV_KEY",
     "ENV_TRUST_ANCHORS",
@@ -88,13 +89,15 @@ def read_file(path: str | os.PathLike[str], what: str, *, via: str = "") -> byte
         raise ConfigurationError(f"The {what} path must be a str or a path, got {type(path).__name__}.",
                                  hint="Pass a file path, e.g. cert='tls.crt'.")
     p = Path(os.path.expanduser(os.fspath(path)))
-    shown = os.fspath(p)
+    # A "path" that looks like key material (a base64 key pasted where a path belongs) is never quoted.
+    shown = f"'{os.fspath(p)}'" if _printable_path(os.fspath(path)) else (
+        f"<{len(os.fspath(path))} characters, not shown: this looks like key material, not a path>")
     source = f" (from {via})" if via else ""
     where_hint = f"Fix {via}" if via else "Check the path"
     try:
         if p.is_dir():
             raise MaterialNotFoundError(
-                f"The {what} path '{shown}'{source} is a directory, not a file.",
+                f"The {what} path {shown}{source} is a directory, not a file.",
                 hint="Point it at the file itself, or use Credentials.from_directory(...) for a directory holding "
                 "tls.crt / tls.key / ca.crt (or Linkerd's crt.der / key.p8).",
             )
@@ -103,27 +106,27 @@ def read_file(path: str | os.PathLike[str], what: str, *, via: str = "") -> byte
     except FileNotFoundError:
         cwd = "" if p.is_absolute() else f", relative to the working directory {os.getcwd()}"
         raise MaterialNotFoundError(
-            f"The {what} file '{shown}'{source} does not exist{cwd}.",
+            f"The {what} file {shown}{source} does not exist{cwd}.",
             hint=f"{where_hint}: give the path of an existing file (an absolute path is safest), or pass the PEM "
             "text itself.",
         ) from None
     except PermissionError:
         raise MaterialNotFoundError(
-            f"The {what} file '{shown}'{source} cannot be read: permission denied.",
+            f"The {what} file {shown}{source} cannot be read: permission denied.",
             hint="Run as a user that can read it, or copy the material to a location this process can read.",
         ) from None
     except OSError as err:
         raise MaterialNotFoundError(
-            f"The {what} file '{shown}'{source} cannot be read: {err.strerror or type(err).__name__}.",
+            f"The {what} file {shown}{source} cannot be read: {err.strerror or type(err).__name__}.",
             hint=f"{where_hint}: give the path of a readable regular file.",
         ) from None
     if len(data) > MAX_MATERIAL_BYTES:
         raise MaterialFormatError(
-            f"The {what} file '{shown}'{source} is larger than {MAX_MATERIAL_BYTES // (1 << 20)} MiB; mesh certificates "
+            f"The {what} file {shown}{source} is larger than {MAX_MATERIAL_BYTES // (1 << 20)} MiB; mesh certificates "
             "and keys are a few KB.",
             hint=f"{where_hint}: this is not a certificate, key or trust bundle.",
         )
-    log.debug("read %s from file %r (%d bytes)", what, shown, len(data))
+    log.debug("read %s from file %s (%d bytes)", what, shown, len(data))
     return data
 
 
@@ -196,7 +199,12 @@ def _printable_path(value: str) -> bool:
     return len(value) <= 1024 and not any(c.isspace() for c in value) and not _SECRETISH.fullmatch(value)
 
 
-def _value_or_file(environ: Mapping[str, str], name: str, what: str) -> tuple[bytes, str]:
+def read_env_material(environ: Mapping[str, str], name: str, what: str) -> tuple[bytes, str]:
+    """The material in variable ``name``: PEM text, or the file it names; returns (bytes, where).
+
+    A value that is neither PEM nor a plausible path is handed on as material (so the parser can
+    say e.g. "base64-encoded PEM") and is never quoted, since it may be a secret.
+    """
     value = environ.get(name, "")
     if "-----BEGIN" in value:
         log.debug("read %s from $%s (PEM text, %d characters)", what, name, len(value))
@@ -228,9 +236,9 @@ def from_environment(environ: Mapping[str, str]) -> RawMaterial:
             f"{' and '.join(present)} {'is' if len(present) == 1 else 'are'}.",
             hint=f"Set all three of {_ALL_VARS}, each a file path or the PEM text itself.",
         )
-    cert, cert_where = _value_or_file(environ, ENV_CERT, "certificate")
-    key, key_where = _value_or_file(environ, ENV_KEY, "private key")
-    anchors, anchor_where = _value_or_file(environ, ENV_TRUST_ANCHORS, "trust anchors")
+    cert, cert_where = read_env_material(environ, ENV_CERT, "certificate")
+    key, key_where = read_env_material(environ, ENV_KEY, "private key")
+    anchors, anchor_where = read_env_material(environ, ENV_TRUST_ANCHORS, "trust anchors")
     return RawMaterial(
         cert=cert,
         key=key,

@@ -29,7 +29,7 @@ import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..errors import CertificateValidityError, CredentialsError, KeyMismatchError, MaterialFormatError, MeshError
 from .snapshot import Credentials, SameSubjectIssuerWarning
@@ -38,6 +38,7 @@ __all__ = ["IdentitySource", "StaticSource", "FileSource", "SecretScopeSource", 
            "MIN_REFRESH", "MAX_REFRESH"]
 
 log = logging.getLogger("meshclient.rotation")
+_S = TypeVar("_S", bound="IdentitySource")
 
 MIN_REFRESH = 10.0  # seconds (LINKERD2_PROXY_IDENTITY_MIN_REFRESH)
 MAX_REFRESH = 24 * 3600.0  # seconds (LINKERD2_PROXY_IDENTITY_MAX_REFRESH)
@@ -118,8 +119,12 @@ class IdentitySource(ABC):
         self._thread.start()
 
     def _retry_first_fetch(self, exc: MeshError) -> bool:
-        """Whether a failed first fetch may succeed soon (files mid-rotation, issuer blips)."""
-        return True
+        """Whether a failed first fetch may succeed soon (files mid-rotation, issuer blips).
+
+        Not for expired or not-yet-valid material: waiting out the timeout would only delay
+        the clear error the caller needs.
+        """
+        return not isinstance(exc, CertificateValidityError)
 
     # -- public API -----------------------------------------------------------------------
     @property
@@ -182,7 +187,7 @@ class IdentitySource(ABC):
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=5)
 
-    def __enter__(self) -> IdentitySource:
+    def __enter__(self: _S) -> _S:
         if not self._started:
             self._start()
         return self
@@ -237,6 +242,11 @@ class IdentitySource(ABC):
             failures = self._failures
             snapshot = self._snapshot
             backoff = min(self.min_refresh * (2 ** min(failures - 1, 8)), 300.0)
+            if snapshot is not None:
+                # Never sleep past expiry; once expired, retry every min_refresh like Linkerd's
+                # proxy, so requests resume soon after the issuer (or the files) come back.
+                left = (snapshot.not_after - _utcnow()).total_seconds()
+                backoff = self.min_refresh if left <= 0 else min(backoff, max(self.min_refresh, left / 2))
             self._next_refresh = time.monotonic() + backoff * random.uniform(0.8, 1.2)
         if snapshot is None:
             return
@@ -336,7 +346,7 @@ class FileSource(IdentitySource):
         stamp = self._stat()
         creds = Credentials.from_files(*self.paths, password=self._password)
         if self._stat() != stamp:  # changed while reading: read again next time
-            raise CredentialsError(f"The files {self.description} changed while being read.",
+            raise CredentialsError(f"The {self.description} changed while being read.",
                                    hint="meshclient retries automatically.")
         self._stamp = stamp
         return creds
