@@ -8,6 +8,7 @@ never its SSL contexts, pools, locks or threads. Each Python worker process buil
 
 from __future__ import annotations
 
+import os
 import threading
 import uuid
 from dataclasses import dataclass, field, replace
@@ -26,6 +27,20 @@ __all__ = ["ClientConfig"]
 
 _cache: dict[str, MeshClient] = {}
 _cache_lock = threading.Lock()
+
+
+def _forget_after_fork() -> None:
+    """In a forked child: the parent's clients hold its pooled sockets and threads; build anew.
+
+    They are dropped, not closed (closing would shut sockets the parent still uses).
+    """
+    global _cache_lock
+    _cache.clear()
+    _cache_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 @dataclass(frozen=True, repr=False)
@@ -74,7 +89,11 @@ class ClientConfig:
         )
 
     def client(self) -> MeshClient:
-        """This process's cached ``MeshClient`` for this config (one per Python worker)."""
+        """This process's cached ``MeshClient`` for this config (one per Python worker).
+
+        Keyed by :attr:`key`, which survives pickling: every copy of one config (a broadcast
+        read by many tasks of a worker) gets the same client, its pools and its token.
+        """
         cached = _cache.get(self.key)
         if cached is not None:
             return cached

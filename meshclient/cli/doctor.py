@@ -4,6 +4,11 @@ Doctor is for when things are broken, so it never stops at the first exception: 
 each item on its own and runs the individual checks of :mod:`meshclient.pki`, printing one
 line per check and the fix under each failure. Checks that need a failed item are shown as
 skipped rather than hidden.
+
+With ``--secret-scope`` it first reports the workspace and each secret read (scope, key and
+size, never content); with a token option it reports the issuer, the token's subject,
+audience and expiry, and whether the live request carried it. No secret, key or token text
+is ever printed (a token is named by its SHA-256 fingerprint).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from collections.abc import Callable, Mapping
 from typing import TextIO, TypeVar
 from urllib.parse import urlsplit
 
+import requests
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -27,11 +33,24 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from .. import pki
 from ..client import MeshClient
 from ..credentials import Credentials, SameSubjectIssuerWarning
+from ..credentials.secret_scope import SecretReader
 from ..errors import ConnectError, MeshError, ServerIdentityError, TLSHandshakeError
 from ..identity import Identity
 from ..tls import PeerInfo, build_client_context, sni_for, verify_server_identity
+from ..tokens import (
+    BaseTokenProvider,
+    DatabricksOAuth,
+    RetryPolicy,
+    Token,
+    TokenError,
+    TokenProvider,
+    discover_token_endpoint,
+)
+from ..tokens._http import new_session
+from ..tokens._util import peek_jwt, redact
 from .common import (
     CERT,
+    ENV_OIDC_CLIENT_SECRET,
     EXIT_ERROR,
     EXIT_OK,
     KEY,
@@ -40,13 +59,23 @@ from .common import (
     Found,
     HelpFormatter,
     MaterialItem,
+    ScopeSpec,
     UsageError,
     add_debug_option,
     add_material_options,
+    add_token_options,
+    client_credentials,
+    databricks_config,
     for_command_line,
     group_or_world_readable,
     key_password,
+    oidc_settings,
     resolve,
+    sdk_message,
+    secret_reader,
+    secret_scope_spec,
+    simple_token_provider,
+    token_source,
 )
 
 __all__ = ["register", "run", "Report", "WARN_FRACTION"]
@@ -56,6 +85,8 @@ __all__ = ["register", "run", "Report", "WARN_FRACTION"]
 WARN_FRACTION = 0.20
 #: Warn when a trust anchor expires within this many days (anchor rotation needs restarts).
 ANCHOR_WARN_DAYS = 30
+#: Warn when a bearer token has less than this many seconds left (a request may outlive it).
+TOKEN_WARN_SECONDS = 60
 
 _MARKS = {"ok": "[ok]", "warn": "[warn]", "fail": "[FAIL]", "skip": "[skip]"}
 _NAME_WIDTH = 14
@@ -66,15 +97,21 @@ T = TypeVar("T")
 _HELP = "check this workload's mesh material and, with --target, a live mTLS handshake"
 _DESCRIPTION = """\
 Check the mesh material (certificate, key, trust anchors) one item at a time and print one
-line per check: [ok], [warn] or [FAIL], with the fix under each failure. With --target and
---server-identity, also make a live TLS handshake (showing the verified server identity, TLS
-version and cipher) and one GET request. Exits 1 if any check failed, 0 otherwise
-(warnings do not fail)."""
+line per check: [ok], [warn] or [FAIL], with the fix under each failure. With --secret-scope,
+first the workspace and each secret read (scope, key, size; never the content). With a token
+option, the issuer, the token's subject, audience and expiry (never the token). With --target
+and --server-identity, also make a live TLS handshake (showing the verified server identity,
+TLS version and cipher) and one GET request, which carries the token if one was named. Exits
+1 if any check failed, 0 otherwise (warnings do not fail)."""
 _EPILOG = f"""\
 examples:
   meshclient doctor --cert tls.crt --key tls.key --trust-anchors ca.crt
   meshclient doctor --target https://10.0.3.7:8080/health \\
       --server-identity echo.ml-platform.serviceaccount.identity.linkerd.cluster.local
+  DATABRICKS_HOST=... DATABRICKS_TOKEN=... meshclient doctor --secret-scope ml-mesh
+  {ENV_OIDC_CLIENT_SECRET}=... meshclient doctor --secret-scope ml-mesh \\
+      --oidc-token-url https://login.example.com/oauth2/token --oidc-client-id ml-pipeline \\
+      --oidc-audience mesh-services --target URL --server-identity ID
 
 {MATERIAL_HELP}"""
 
@@ -92,6 +129,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--timeout", metavar="SECONDS", type=float, default=10.0,
                    help="give up connecting, handshaking or waiting for the answer after this long (default 10)")
     add_material_options(p)
+    add_token_options(p)
     add_debug_option(p, default=argparse.SUPPRESS)
     p.set_defaults(func=run)
 
@@ -216,13 +254,87 @@ class _Doctor:
         self.anchors: list[x509.Certificate] | None = None
         self.key: pki.PrivateKey | None = None
         self.identity: Identity | None = None
+        self.scope_found: dict[str, Found] | None = None  # with --secret-scope: what could be read
+        self.token_provider: TokenProvider | None = None
+        self.token: Token | None = None
 
-    def _material(self, item: MaterialItem, parse: Callable[[Found], T]) -> T | None:
+    # -- Databricks secret scope ------------------------------------------------------------
+    def secret_scope(self, spec: ScopeSpec) -> None:
+        """One line for the workspace, then one per key: scope, key and size, never the content."""
+        self.scope_found = {}
+        items = (CERT, KEY, TRUST_ANCHORS)
         try:
-            found = resolve(item, self.args, self.env)
+            reader, workspace = secret_reader(spec, self.args.timeout)
         except MeshError as err:
-            self.r.error(item.what, err)
-            return None
+            self.r.error("workspace", err)
+            for item in items:
+                self.r.skip("secret", f"scope '{spec.scope}' key '{spec.key_for(item)}': needs a workspace")
+            return
+        if not self._workspace_line(reader, workspace):
+            for item in items:
+                self.r.skip("secret", f"scope '{spec.scope}' key '{spec.key_for(item)}': needs a usable workspace")
+            return
+        for item in items:
+            self._read_secret(reader, spec, item)
+
+    def _workspace_line(self, reader: SecretReader, workspace: object) -> bool:
+        """Who the workspace says we are; ``False`` when it is unreachable or refuses us."""
+        if workspace is None:
+            self.r.ok("workspace", f"{reader.description} (Databricks notebook)")
+            return True
+        cfg = getattr(workspace, "config", None)
+        host, auth = getattr(cfg, "host", None), getattr(cfg, "auth_type", None)
+        where = f"{host} (databricks-sdk, auth type {auth})"
+        try:
+            me = workspace.current_user.me()  # type: ignore[attr-defined]
+        except Exception as exc:  # typed SDK errors differ across versions: classify by name
+            text = sdk_message(exc)
+            if type(exc).__name__ in ("Unauthenticated", "Unauthorized") or "UNAUTHENTICATED" in str(exc):
+                self.r.fail("workspace", f"{where} refused these credentials: {text}",
+                            f"The credentials databricks-sdk found (auth type {auth}) are wrong or expired: renew "
+                            "DATABRICKS_TOKEN, or check DATABRICKS_CLIENT_ID/DATABRICKS_CLIENT_SECRET or the profile.")
+                return False
+            if _is_network_error(exc):
+                self.r.fail("workspace", f"{where} cannot be reached: {type(exc).__name__}: {text}",
+                            "Check DATABRICKS_HOST (the workspace URL) and the network path from here (proxy "
+                            "variables, firewalls).")
+                return False
+            self.r.warn("workspace", f"{where}: could not ask who this principal is: {type(exc).__name__}: {text}",
+                        "Reading the secrets below tells whether the workspace can be used.")
+            return True
+        who = getattr(me, "user_name", None) or getattr(me, "display_name", None) or "?"
+        self.r.ok("workspace", f"{where} as '{who}'")
+        return True
+
+    def _read_secret(self, reader: SecretReader, spec: ScopeSpec, item: MaterialItem) -> None:
+        key = spec.key_for(item)
+        try:
+            data = reader.get_bytes(spec.scope, key)
+        except MeshError as err:
+            self.r.error("secret", err)
+            return
+        if not data.strip():
+            self.r.fail("secret", f"scope '{spec.scope}' key '{key}' is empty ({reader.description})",
+                        f"Store the {item.what} there as PEM text: databricks secrets put-secret {spec.scope} {key} "
+                        "--binary-file FILE.")
+            return
+        self.r.ok("secret", f"scope '{spec.scope}' key '{key}': {_plural(len(data), 'byte')} ({reader.description})")
+        self.scope_found[item.dest] = Found(data, f"secret scope '{spec.scope}' key '{key}'")  # type: ignore[index]
+
+    # -- material ---------------------------------------------------------------------------
+    def _material(self, item: MaterialItem, parse: Callable[[Found], T]) -> T | None:
+        if self.scope_found is not None:
+            scoped = self.scope_found.get(item.dest)
+            if scoped is None:
+                self.r.skip(item.what, "not read from the secret scope (see above)")
+                return None
+            found = scoped
+        else:
+            try:
+                found = resolve(item, self.args, self.env)
+            except MeshError as err:
+                self.r.error(item.what, err)
+                return None
         self.where[item.dest] = found.where
         try:
             return parse(found)
@@ -419,6 +531,118 @@ class _Doctor:
                   f"{_plural(len(creds.trust_anchors), 'mesh anchor')} and nothing else")
         return creds, ctx
 
+    # -- bearer token -----------------------------------------------------------------------
+    def tokens(self, kind: str) -> None:
+        """Issuer, token, subject, audience, expiry: one line each, never the token itself."""
+        timeout = self.args.timeout
+        provider: TokenProvider | None = None
+        secrets: list[str | None] = []
+        try:
+            if kind == "oidc":
+                settings = oidc_settings(self.args, self.env)
+                secrets.append(settings.client_secret)
+                token_url = self._oidc_issuer(settings.issuer, settings.token_url)
+                if token_url is None:
+                    self._skip_token_lines("needs a reachable issuer")
+                    return
+                provider = client_credentials(settings, token_url, timeout)
+            elif kind == "databricks":
+                cfg = databricks_config(timeout)
+                self.r.ok("token issuer", f"databricks-sdk unified auth: host {getattr(cfg, 'host', None)}, "
+                          f"auth type {getattr(cfg, 'auth_type', None)}")
+                provider = DatabricksOAuth(config=cfg, retry=RetryPolicy(attempts=1))
+            else:
+                provider = simple_token_provider(self.args, kind, timeout)
+        except MeshError as err:
+            self.r.fail("token issuer" if kind == "databricks" else "token", redact(err.message, secrets), err.hint)
+            self._skip_token_lines("needs a token")
+            return
+        try:
+            token = provider.token()
+        except TokenError as err:
+            self.r.fail("token", f"no token from {provider!r}: {redact(err.message, secrets)}",
+                        err.hint or _token_hint(kind))
+            self._skip_token_lines("needs a token")
+            if isinstance(provider, BaseTokenProvider):
+                provider.close()
+            return
+        self.token_provider, self.token = provider, token
+        claims = peek_jwt(token.value)
+        form = "an opaque token (not a JWT)"
+        if claims is not None:
+            iss = claims.get("iss")
+            form = f"a JWT from issuer '{iss}'" if isinstance(iss, str) else "a JWT without an issuer claim"
+        self.r.ok("token", f"obtained from {provider!r}: {form}, fingerprint {token.fingerprint}")
+        self._token_claims(token, claims is not None)
+
+    def _skip_token_lines(self, why: str) -> None:
+        for name in ("token subject", "token audience", "token expiry"):
+            self.r.skip(name, why)
+
+    def _oidc_issuer(self, issuer: str | None, token_url: str | None) -> str | None:
+        """The token endpoint, after showing that the issuer (or the endpoint itself) answers."""
+        timeout = self.args.timeout
+        if issuer:
+            try:
+                url = discover_token_endpoint(issuer, timeout=(timeout, timeout))
+            except MeshError as err:
+                self.r.fail("token issuer", err.message, err.hint or "Check the issuer URL and that it is reachable.")
+                return None
+            self.r.ok("token issuer", f"{issuer} answers; its discovery document names token endpoint {url}")
+            return url
+        assert token_url is not None
+        try:
+            with new_session() as session:
+                resp = session.get(token_url, timeout=(timeout, timeout), allow_redirects=False)
+                resp.close()
+        except Exception as exc:  # requests' ConnectionError, SSLError, Timeout, InvalidURL...
+            self.r.fail("token issuer", f"{token_url} cannot be reached: {type(exc).__name__}",
+                        "Check the token URL and the network path (proxy variables, firewalls, the issuer's CA).")
+            return None
+        if resp.status_code == 404:
+            self.r.warn("token issuer", f"{token_url} answers 404 to a GET: is it the token endpoint?",
+                        "Token endpoints usually answer a GET with 400 or 405; try --oidc-issuer to discover it.")
+        else:
+            self.r.ok("token issuer", f"{token_url} answers (HTTP {resp.status_code} to a plain GET)")
+        return token_url
+
+    def _token_claims(self, token: Token, is_jwt: bool) -> None:
+        if token.subject:
+            self.r.ok("token subject", f"'{token.subject}'")
+        elif is_jwt:
+            self.r.warn("token subject", "the token has no 'sub' claim",
+                        "Services that authorize or audit by subject will see no caller.")
+        else:
+            self.r.skip("token subject", "an opaque token: its subject is known only to the issuer")
+        expected = getattr(self.args, "oidc_audience", None)
+        audiences = (token.audience or "").split()
+        if expected and audiences and expected not in audiences:
+            self.r.fail("token audience", f"{' '.join(repr(a) for a in audiences)}, not '{expected}'",
+                        f"Ask the issuer for a token for '{expected}' (the client must be allowed that audience), "
+                        "or check which audience the service expects.")
+        elif audiences:
+            self.r.ok("token audience", " ".join(f"'{a}'" for a in audiences))
+        elif is_jwt:
+            self.r.warn("token audience", "the token has no 'aud' claim",
+                        "Services that check the audience (they should) will refuse it: ask for one with "
+                        "--oidc-audience.")
+        else:
+            self.r.skip("token audience", "an opaque token: its audience is known only to the issuer")
+        left = token.expires_in()
+        if left is None or token.expires_at is None:
+            self.r.warn("token expiry", "the token does not say when it expires",
+                        "meshclient cannot refresh it ahead of expiry; requests will start failing with 401 when "
+                        "it does.")
+        elif left <= 0:
+            self.r.fail("token expiry", f"expired at {_utc(token.expires_at)}, {_duration(_dt.timedelta(seconds=left))} ago",
+                        "Put a fresh token in place (a token file or variable is not renewed by meshclient).")
+        elif left < TOKEN_WARN_SECONDS:
+            self.r.warn("token expiry", f"valid until {_utc(token.expires_at)}: only "
+                        f"{_duration(_dt.timedelta(seconds=left))} left",
+                        "meshclient refreshes provider tokens ahead of expiry; a fixed token must be replaced now.")
+        else:
+            self.r.ok("token expiry", f"valid until {_utc(token.expires_at)}: {_duration(_dt.timedelta(seconds=left))} left")
+
     def handshake(self, ctx: ssl.SSLContext | None, expected: Identity) -> bool:
         url = self.args.target
         parts = urlsplit(url)
@@ -474,11 +698,12 @@ class _Doctor:
         url = self.args.target
         timeout = self.args.timeout
         try:
-            with MeshClient(creds, timeout=(timeout, timeout)) as client:
+            with MeshClient(creds, timeout=(timeout, timeout), token=self.token_provider) as client:
                 resp = client.request("GET", url, server_identity=expected, server_name=self.args.server_name,
                                       stream=True, allow_redirects=False)
                 resp.close()
         except (TLSHandshakeError, ConnectError) as err:
+            self._skip_token_sent("needs an answered request")
             if isinstance(err, ServerIdentityError):
                 self.r.error("request", err)
                 return
@@ -491,6 +716,7 @@ class _Doctor:
             return
         except MeshError as err:
             self.r.error("request", err)
+            self._skip_token_sent("needs an answered request")
             return
         status = resp.status_code
         text = f"GET {url} -> {status} {resp.reason or ''}".rstrip()
@@ -503,11 +729,43 @@ class _Doctor:
         elif proxy_error:
             self.r.fail("request", f"{text}: the server's mesh proxy answered with an error ({proxy_error})",
                         "The proxy could not reach the application behind it: check the workload's port and health.")
+        elif status in (401, 403) and self.token is not None:
+            self.r.warn("request", f"{text}", "Mutual TLS works; the application refused the request (see the "
+                        "token line below).")
         elif status >= 400:
             self.r.warn("request", f"{text}", "Mutual TLS works; the application itself answered with an error "
                         "for this path (try another --target path).")
         else:
             self.r.ok("request", text)
+        self._token_sent(resp, text, bool(proxy_error))
+
+    def _skip_token_sent(self, why: str) -> None:
+        if self.token is not None:
+            self.r.skip("token sent", why)
+
+    def _token_sent(self, resp: requests.Response, text: str, proxy_error: bool) -> None:
+        """Did the GET carry the bearer token, and did the application take it?"""
+        token = self.token
+        if token is None or self.token_provider is None:
+            return
+        sent = resp.request.headers.get("Authorization") if resp.request is not None else None
+        current = self.token_provider.token()
+        if sent != current.authorization and sent != token.authorization:
+            self.r.fail("token sent", "the request went without the bearer token",
+                        "This is a meshclient bug: rerun with --debug and report it.")
+            return
+        who = f"subject '{current.subject}', " if current.subject else ""
+        if resp.status_code == 401 and not proxy_error:
+            self.r.fail("token sent", f"the request carried the bearer token ({who}fingerprint {current.fingerprint}) "
+                        f"and the application refused it: {text}",
+                        "Check that the service trusts this issuer and expects this audience (--oidc-audience), "
+                        "and that the token is not expired.")
+        elif resp.status_code == 403 and not proxy_error:
+            self.r.warn("token sent", f"the request carried the bearer token ({who}fingerprint {current.fingerprint}); "
+                        f"the application answered {text}",
+                        "The token was accepted but this subject may not do this: ask the service owner for access.")
+        else:
+            self.r.ok("token sent", f"the request carried the bearer token ({who}fingerprint {current.fingerprint})")
 
 
 def _handshake(ctx: ssl.SSLContext, host: str, port: int, sni: str, expected: Identity, address: str,
@@ -516,6 +774,31 @@ def _handshake(ctx: ssl.SSLContext, host: str, port: int, sni: str, expected: Id
     with socket.create_connection((host, port), timeout=timeout) as raw, \
             ctx.wrap_socket(raw, server_hostname=sni) as tls:
         return verify_server_identity(tls, expected, where=address)
+
+
+def _is_network_error(exc: BaseException) -> bool:
+    """Connection refused, DNS, timeouts: anywhere in the chain (the SDK wraps them)."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, (TimeoutError, ConnectionError, requests.ConnectionError, requests.Timeout)):
+            return True
+        cur = cur.__cause__ or cur.__context__
+    return False
+
+
+def _token_hint(kind: str) -> str:
+    """The usual fix when a token source gives nothing."""
+    if kind == "oidc":
+        return (f"Check --oidc-client-id and ${ENV_OIDC_CLIENT_SECRET}, and that this client may ask for the "
+                "--oidc-audience/--oidc-scope given.")
+    if kind == "databricks":
+        return ("Check the databricks-sdk settings (DATABRICKS_HOST with DATABRICKS_CLIENT_ID/DATABRICKS_CLIENT_SECRET, "
+                "DATABRICKS_TOKEN or a profile).")
+    if kind == "env":
+        return "Put the token in that variable (on Databricks: a cluster variable referencing a secret)."
+    return "Check the token file's path and that something (kubelet, a sidecar) writes it."
 
 
 def _tls_hint(reason: str, sni: str) -> str:
@@ -538,8 +821,12 @@ def run(args: argparse.Namespace, environ: Mapping[str, str] | None = None, out:
                          "identity that must serve it, e.g. --target https://10.0.3.7:8080/health "
                          "--server-identity echo.ml-platform.serviceaccount.identity.linkerd.cluster.local")
     expected = Identity.parse(args.server_identity) if args.server_identity else None
+    spec = secret_scope_spec(args)
+    token_kind = token_source(args)
     report = Report(out or sys.stdout)
     doc = _Doctor(args, os.environ if environ is None else environ, report, _dt.datetime.now(_dt.timezone.utc))
+    if spec is not None:
+        doc.secret_scope(spec)
     doc.material()
     doc.identity_check()
     doc.key_match()
@@ -548,12 +835,19 @@ def run(args: argparse.Namespace, environ: Mapping[str, str] | None = None, out:
     doc.profile()
     doc.anchor_validity()
     built = doc.tls_context()
-    if expected is not None:
-        handshake_ok = doc.handshake(built[1] if built else None, expected)
-        if handshake_ok and built:
-            doc.request(built[0], expected)
-        else:
-            report.skip("request", "needs a verified handshake")
+    if token_kind is not None:
+        doc.tokens(token_kind)
+    try:
+        if expected is not None:
+            handshake_ok = doc.handshake(built[1] if built else None, expected)
+            if handshake_ok and built:
+                doc.request(built[0], expected)
+            else:
+                report.skip("request", "needs a verified handshake")
+                doc._skip_token_sent("needs a verified handshake")
+    finally:
+        if isinstance(doc.token_provider, BaseTokenProvider):
+            doc.token_provider.close()
     print(report.summary(), file=report.out)
     if expected is None and not report.failed:
         print("(add --target URL --server-identity ID to check a live mTLS handshake with a meshed service)",

@@ -1,0 +1,107 @@
+"""A small local SparkSession for the executor tests (one per module), and the ``spark`` marker.
+
+pyspark is never a dependency of meshclient (it breaks Databricks runtimes), and it needs a
+JVM: without either, these tests are skipped with the reason. Spark listens on loopback only,
+its UI is off, and its driver log goes to a file the tests read (``spark_log``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from meshclient.sandbox.runner import Sandbox
+
+_LOG4J = """\
+rootLogger.level = info
+rootLogger.appenderRef.file.ref = file
+appender.file.type = File
+appender.file.name = file
+appender.file.fileName = {path}
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = %d{{HH:mm:ss.SSS}} %p %c: %m%n%ex
+logger.python.name = org.apache.spark.api.python
+logger.python.level = debug
+logger.scheduler.name = org.apache.spark.scheduler
+logger.scheduler.level = debug
+"""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "spark: runs a local Spark job (needs pyspark and Java; skipped without)")
+
+
+@pytest.fixture(scope="module")
+def mesh_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
+    """A sandbox per test module, stopped after it (overrides the session one for this directory).
+
+    Starting one takes milliseconds; a session-wide one would keep server threads alive into
+    later directories whose tests prove that servers leave no thread behind.
+    """
+    with Sandbox(tmp_path_factory.mktemp("mesh-sandbox")) as sandbox:
+        yield sandbox
+
+
+def _java() -> str | None:
+    home = os.environ.get("JAVA_HOME")
+    if home and Path(home, "bin", "java").exists():
+        return str(Path(home, "bin", "java"))
+    return shutil.which("java")
+
+
+@dataclass
+class SparkEnv:
+    """The session plus where its logs and local files go."""
+
+    spark: Any
+    driver_log: Path
+    local_dir: Path
+    worker_logs: Path
+
+
+@pytest.fixture(scope="module")
+def spark_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkEnv]:
+    pytest.importorskip("pyspark", reason="pyspark is not installed (pip install 'meshclient[spark]')")
+    if _java() is None:
+        pytest.skip("Spark needs Java (no JAVA_HOME and no java on PATH)")
+    from pyspark.sql import SparkSession
+
+    base = tmp_path_factory.mktemp("spark")
+    driver_log, local_dir, worker_logs = base / "driver.log", base / "local", base / "worker-logs"
+    local_dir.mkdir()
+    worker_logs.mkdir()
+    log4j = base / "log4j2.properties"
+    log4j.write_text(_LOG4J.format(path=driver_log))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PYSPARK_PYTHON", sys.executable)
+        mp.setenv("PYSPARK_DRIVER_PYTHON", sys.executable)
+        mp.setenv("SPARK_LOCAL_IP", "127.0.0.1")
+        mp.setenv("NO_PROXY", "127.0.0.1,localhost")
+        for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "PYSPARK_SUBMIT_ARGS"):
+            mp.delenv(name, raising=False)
+        spark = (
+            SparkSession.builder.master("local[2]")
+            .appName("meshclient-tests")
+            .config("spark.ui.enabled", "false")
+            .config("spark.ui.showConsoleProgress", "false")
+            .config("spark.sql.shuffle.partitions", "2")
+            .config("spark.default.parallelism", "2")
+            .config("spark.driver.host", "127.0.0.1")
+            .config("spark.driver.bindAddress", "127.0.0.1")
+            .config("spark.local.dir", str(local_dir))
+            .config("spark.python.worker.reuse", "true")
+            .config("spark.sql.execution.pythonUDF.arrow.enabled", "false")
+            .config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile=file:{log4j}")
+            .getOrCreate()
+        )
+        try:
+            yield SparkEnv(spark, driver_log, local_dir, worker_logs)
+        finally:
+            spark.stop()
