@@ -39,7 +39,13 @@ $(OAUTH2_SERVER):
 	$$(scripts/find-python 3.12) -m venv .venv-oauth2
 	.venv-oauth2/bin/python -m pip install -q basic-oauth2-server==0.1.6
 
-unit: venv $(OAUTH2_SERVER)
+# pyspark is never a meshclient dependency (it breaks Databricks runtimes); the Spark tests get it here.
+PYSPARK := $(VENV)/.pyspark
+$(PYSPARK): $(STAMP)
+	$(BIN)/python -m pip install -q 'pyspark>=3.5'
+	touch $@
+
+unit: venv $(OAUTH2_SERVER) $(PYSPARK)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test: lint typecheck unit compat-15.4

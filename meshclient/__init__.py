@@ -106,3 +106,12 @@ __all__ = [
     "EgressDeniedError",
     "DeadlineExceededError",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """``meshclient.spark`` loads on first use (it never imports pyspark itself until needed)."""
+    if name == "spark":
+        import importlib
+
+        return importlib.import_module(".spark", __name__)
+    raise AttributeError(f"module 'meshclient' has no attribute {name!r}")

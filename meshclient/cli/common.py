@@ -25,7 +25,7 @@ from typing import Any, TextIO
 
 from ..credentials import Credentials, SameSubjectIssuerWarning
 from ..credentials.loaders import ENV_CERT, ENV_KEY, ENV_KEY_PASSWORD, ENV_TRUST_ANCHORS, read_file
-from ..credentials.secret_scope import DbutilsSecretReader, SecretReader, WorkspaceSecretReader, _notebook_dbutils
+from ..credentials.secret_scope import DbutilsSecretReader, SecretReader, WorkspaceSecretReader, notebook_dbutils
 from ..errors import ConfigurationError, EncryptedKeyError, MaterialNotFoundError, MeshError, SecretScopeError
 from ..tokens import ClientCredentials, DatabricksOAuth, EnvironmentToken, FileToken, RetryPolicy, TokenProvider
 from ..tokens._util import redact
@@ -253,7 +253,7 @@ def secret_reader(spec: ScopeSpec, timeout: float | None = None) -> tuple[Secret
 
     Returns the reader and the ``WorkspaceClient`` (``None`` for dbutils).
     """
-    dbutils = _notebook_dbutils()
+    dbutils = notebook_dbutils()
     if dbutils is not None:
         return DbutilsSecretReader(dbutils), None
     w = workspace_client(spec.scope, timeout)
@@ -393,7 +393,7 @@ def load_credentials(args: argparse.Namespace, environ: Mapping[str, str] | None
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", SameSubjectIssuerWarning)
             if spec is not None:
-                w = None if _notebook_dbutils() is not None else workspace_client(spec.scope, timeout)
+                w = None if notebook_dbutils() is not None else workspace_client(spec.scope, timeout)
                 creds = Credentials.from_secret_scope(spec.scope, cert_key=spec.cert_key, key_key=spec.key_key,
                                                       anchors_key=spec.anchors_key, workspace_client=w,
                                                       password=key_password(env))

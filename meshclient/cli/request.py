@@ -23,7 +23,7 @@ from ..client import DEFAULT_TIMEOUT, MeshClient, raise_for_status
 from ..credentials import Credentials
 from ..errors import ConfigurationError, HTTPStatusError, PolicyDeniedError, TransportError
 from ..identity import Identity
-from ..tokens import EnvironmentToken, FileToken, TokenProvider
+from ..tokens import TokenProvider, discover_token_endpoint
 from .common import (
     EXIT_HTTP,
     EXIT_OK,
@@ -32,7 +32,12 @@ from .common import (
     UsageError,
     add_debug_option,
     add_material_options,
+    add_token_options,
+    client_credentials,
     load_credentials,
+    oidc_settings,
+    simple_token_provider,
+    token_source,
 )
 
 __all__ = ["register", "run", "CHUNK_SIZE"]
@@ -91,11 +96,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--direct", metavar="HOST:PORT", nargs="?", const="",
                    help="Linkerd direct mode: TLS with ALPN transport.l5d.io/v1 to the proxy's inbound port "
                    "(default: port 4143 of the URL's host), then a transport header naming the URL's port")
-    token = p.add_mutually_exclusive_group()
-    token.add_argument("--token-env", metavar="VAR",
-                       help="send the bearer token held in environment variable VAR (never on the command line)")
-    token.add_argument("--token-file", metavar="PATH",
-                       help="send the bearer token in file PATH (e.g. a projected service-account token)")
+    add_token_options(p)
     add_material_options(p)
     add_debug_option(p, default=argparse.SUPPRESS)
     p.set_defaults(func=run)
@@ -213,12 +214,17 @@ def _explain_status(resp: requests.Response, creds: Credentials) -> None:
               "with its own --server-identity.", file=sys.stderr)
 
 
-def _token_provider(args: argparse.Namespace) -> TokenProvider | None:
-    if getattr(args, "token_env", None):
-        return EnvironmentToken(var=args.token_env)
-    if getattr(args, "token_file", None):
-        return FileToken(args.token_file)
-    return None
+def _token_provider(args: argparse.Namespace, environ: Mapping[str, str] | None,
+                    timeout: float | None) -> TokenProvider | None:
+    """The bearer-token source named on the command line (secrets only from the environment)."""
+    kind = token_source(args)
+    if kind is None:
+        return None
+    if kind != "oidc":
+        return simple_token_provider(args, kind, timeout)
+    settings = oidc_settings(args, os.environ if environ is None else environ)
+    token_url = settings.token_url or discover_token_endpoint(settings.issuer or "")
+    return client_credentials(settings, token_url, timeout)
 
 
 def run(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> int:
@@ -228,11 +234,12 @@ def run(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> i
         raise UsageError(f"{args.method!r} is not an HTTP method (e.g. GET, POST, PUT).")
     headers = _parse_headers(args.header)
     identity = Identity.parse(args.server_identity)
-    creds = load_credentials(args, environ)
+    creds = load_credentials(args, environ, timeout=args.timeout)
     timeout = DEFAULT_TIMEOUT if args.timeout is None else (args.timeout, args.timeout)
     with contextlib.ExitStack() as stack:
         body = _body(args.data, stack)
-        client = stack.enter_context(MeshClient(creds, timeout=timeout, token=_token_provider(args)))
+        token = _token_provider(args, environ, args.timeout)
+        client = stack.enter_context(MeshClient(creds, timeout=timeout, token=token))
         direct: bool | str | None = None if args.direct is None else (args.direct or True)
         resp = client.request(method, args.url, server_identity=identity, server_name=args.server_name,
                               data=body, headers=headers, stream=True, allow_redirects=args.location,

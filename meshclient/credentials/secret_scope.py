@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from ..errors import SecretScopeError
 
-__all__ = ["SecretReader", "DbutilsSecretReader", "WorkspaceSecretReader", "default_secret_reader", "read_secrets"]
+__all__ = ["SecretReader", "notebook_dbutils", "DbutilsSecretReader", "WorkspaceSecretReader", "default_secret_reader", "read_secrets"]
 
 
 class SecretReader(Protocol):
@@ -27,7 +27,7 @@ class SecretReader(Protocol):
     def get_bytes(self, scope: str, key: str) -> bytes: ...
 
 
-def _notebook_dbutils() -> Any | None:
+def notebook_dbutils() -> Any | None:
     """The notebook's ``dbutils`` when running on a Databricks driver, else None."""
     if not os.environ.get("DATABRICKS_RUNTIME_VERSION"):
         return None
@@ -166,7 +166,7 @@ class WorkspaceSecretReader:
 def default_secret_reader(workspace_client: Any | None = None) -> SecretReader:
     """``dbutils`` on a Databricks driver notebook; otherwise a ``WorkspaceClient``."""
     if workspace_client is None:
-        dbutils = _notebook_dbutils()
+        dbutils = notebook_dbutils()
         if dbutils is not None:
             return DbutilsSecretReader(dbutils)
     return WorkspaceSecretReader(workspace_client)
