@@ -10,6 +10,7 @@ from . import tokens
 from .audit import AuditEvent, FileAuditSink, LoggingAuditSink
 from .client import DEFAULT_TIMEOUT, DIRECT_PORT, MeshClient, MeshService, raise_for_status
 from .credentials import Credentials, SameSubjectIssuerWarning
+from .credentials.issuers import IssuanceError, IssuerSource, StepCAIssuer, VaultPKIIssuer
 from .credentials.sources import FileSource, IdentitySource, SecretScopeSource, StaticSource
 from .errors import (
     CertificateExpiredError,
@@ -74,6 +75,10 @@ __all__ = [
     "FileSource",
     "SecretScopeSource",
     "StaticSource",
+    "IssuerSource",
+    "VaultPKIIssuer",
+    "StepCAIssuer",
+    "IssuanceError",
     "Identity",
     "IdentityPattern",
     "MeshError",

@@ -603,7 +603,7 @@ class MeshClient:
         self.close()
 
     def __repr__(self) -> str:
-        return f"MeshClient(identity='{self.identity}', credentials={self._credentials!r})"
+        return f"MeshClient(credentials={self._credentials!r}{', closed' if self._closed else ''})"
 
 
 class MeshService:

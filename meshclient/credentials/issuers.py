@@ -200,8 +200,8 @@ def _ttl_text(ttl: float | str | None) -> str | None:
         if not ttl.strip():
             raise ConfigurationError("ttl must be a number of seconds or a duration like '24h'.")
         return ttl.strip()
-    if ttl <= 0:
-        raise ConfigurationError(f"ttl must be positive, got {ttl!r}.")
+    if ttl < 1:
+        raise ConfigurationError(f"ttl must be at least 1 second, got {ttl!r}.")
     return f"{int(round(ttl))}s"
 
 
@@ -223,6 +223,9 @@ class CertificateIssuer(ABC):
         self.url = check_endpoint_url(url.rstrip("/"), f"The {self.kind} address")
         if not isinstance(verify, (bool, str)):
             raise ConfigurationError("verify must be True, False or the path of a CA bundle.")
+        if isinstance(verify, str) and not os.path.exists(verify):
+            raise ConfigurationError(f"The CA bundle verify={verify!r} for the {self.kind} does not exist.",
+                                     hint="Pass the path of a PEM file holding the issuer's CA certificate(s).")
         self.verify = verify
         self.timeout = _timeout_pair(timeout)
         self.retry = retry or RetryPolicy()
@@ -295,18 +298,20 @@ class CertificateIssuer(ABC):
             try:
                 resp = self._get_session().post(url, json=dict(body), headers=dict(headers or {}),
                                                 timeout=self.timeout, verify=self.verify, allow_redirects=False)
-            except requests.RequestException as exc:
+            except (requests.RequestException, OSError) as exc:  # OSError: an unreadable CA bundle
                 detail = redact(str(exc), secrets).replace("\n", " ")[:300] or type(exc).__name__
-                tls = isinstance(exc, requests.exceptions.SSLError)
+                # TLS verification (or CA bundle) problems will not fix themselves: no retry.
+                tls_problem = isinstance(exc, requests.exceptions.SSLError) or not isinstance(
+                    exc, requests.RequestException)
                 err = IssuanceError(
                     f"{action}: could not reach {self.description} at {url}: {type(exc).__name__}: {detail}",
                     hint=("The issuer's HTTPS certificate did not verify: pass verify='/path/to/ca-bundle.pem' for "
-                          "an issuer with a private CA." if tls else
+                          "an issuer with a private CA." if tls_problem else
                           "Check the address, the network path from this cluster and that the issuer is up; "
                           "the current certificate stays in use meanwhile."),
-                    retryable=not tls,
+                    retryable=not tls_problem,
                 )
-                if tls or last:
+                if tls_problem or last:
                     raise err from None
                 log.debug("%s: %s failed (%s), retrying in %.2f s", self.description, action, type(exc).__name__,
                           delay)
@@ -630,8 +635,9 @@ class IssuerSource(IdentitySource):
         self.identity = _dns_identity(identity)
         self.token = token
         self._anchors_pem, self._anchors_path = _anchor_setting(trust_anchors)
-        super().__init__(poll_interval=poll_interval if self._anchors_path is not None else None,
-                         timeout=timeout, min_refresh=min_refresh, max_refresh=max_refresh, start=start)
+        # Polled even for in-memory anchors (a no-op then), so a later set_trust_anchors(path) is watched.
+        super().__init__(poll_interval=poll_interval, timeout=timeout, min_refresh=min_refresh,
+                         max_refresh=max_refresh, start=start)
 
     # -- runtime state -----------------------------------------------------------------------
     def _init_runtime(self) -> None:
@@ -664,10 +670,7 @@ class IssuerSource(IdentitySource):
         works; the new setting is kept, so renewals keep trying, and the old snapshot (with the
         old anchors) stays in use until one succeeds.
         """
-        pem, path = _anchor_setting(trust_anchors)
-        self._anchors_pem, self._anchors_path = pem, path
-        if path is not None and self.poll_interval is None:
-            self.poll_interval = 5.0
+        self._anchors_pem, self._anchors_path = _anchor_setting(trust_anchors)
         try:
             snapshot = self._fetch()
         except MeshError as exc:
@@ -688,7 +691,24 @@ class IssuerSource(IdentitySource):
         return (st.st_ino, st.st_mtime_ns, st.st_size)
 
     def _changed(self) -> bool:
-        return self._anchors_path is not None and self._anchors_stat() != self._anchors_stamp
+        """The anchors file changed *in content* (a touch or a same-content swap is no reason
+        to ask the issuer for anything)."""
+        if self._anchors_path is None:
+            return False
+        stamp = self._anchors_stat()
+        if stamp == self._anchors_stamp:
+            return False
+        issued = self._issued
+        if issued is None:
+            return True
+        try:
+            pem, _, _ = self._read_anchors()
+        except MeshError:
+            return True  # _fetch reports it properly
+        if pem != issued.anchors_pem:
+            return True
+        self._anchors_stamp = stamp
+        return False
 
     def _read_anchors(self) -> tuple[bytes, list[x509.Certificate], tuple[int, int, int] | None]:
         if self._anchors_path is not None:

@@ -20,7 +20,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPSConnection
 from urllib3.connectionpool import HTTPSConnectionPool
-from urllib3.exceptions import ConnectTimeoutError
+from urllib3.exceptions import ClosedPoolError, ConnectTimeoutError
 from urllib3.response import HTTPResponse
 
 from ..errors import TLSHandshakeError
@@ -215,7 +215,16 @@ class MeshAdapter(HTTPAdapter):
             raise requests.exceptions.InvalidURL("meshclient: request has no mesh route", request=request)
         self._current.route = route
         try:
-            return super().send(request, *args, **kwargs)
+            for attempt in range(3):
+                try:
+                    return super().send(request, *args, **kwargs)
+                except requests.exceptions.ConnectionError as exc:
+                    # A rotation retired this pool between pool_for and urlopen: nothing was sent,
+                    # and the next lookup gives the new generation's pool.
+                    if attempt < 2 and exc.args and isinstance(exc.args[0], ClosedPoolError):
+                        continue
+                    raise
+            raise AssertionError("unreachable")
         finally:
             self._current.route = None
 
