@@ -31,6 +31,7 @@ from .oidc import OIDCIssuer, TokenValidator
 from .pki import CertificateAuthority, IssuedLeaf, SandboxPKI
 from .policy import ServerPolicy
 from .proxy import InboundProxy
+from .vault import SandboxVault
 from .workspace import WorkspaceEmulator
 
 __all__ = ["Sandbox", "SandboxSettings", "DEFAULT_ALLOW", "CLIENT_IDENTITY", "OUTSIDER_IDENTITY", "SERVICE_NAMESPACE"]
@@ -43,6 +44,7 @@ OUTSIDER_IDENTITY = "etl.finance.serviceaccount.identity.linkerd.cluster.local"
 DEFAULT_ALLOW = ("*.ml-team.serviceaccount.identity.linkerd.cluster.local",)
 SECRET_SCOPE = "ml-mesh"
 AUDIENCE = "mesh-services"
+VAULT_ROLE = "ml-team"
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,7 @@ class Sandbox:
         self.pki: SandboxPKI | None = None
         self.issuer: OIDCIssuer | None = None
         self.workspace: WorkspaceEmulator | None = None
+        self.vault: SandboxVault | None = None
         self.apps: dict[str, App] = {}
         self.proxies: dict[str, InboundProxy] = {}
         self.info: dict[str, Any] = {}
@@ -145,6 +148,11 @@ class Sandbox:
         oidc_client_id, oidc_secret = "ml-pipeline", secrets.token_urlsafe(24)
         self.issuer.register_client(oidc_client_id, secret=oidc_secret, audience=AUDIENCE)
         validator = TokenValidator(self.issuer, AUDIENCE)
+
+        # A Vault-PKI-compatible issuer signing short-lived leaves from the sandbox issuer CA,
+        # for JWTs from the OIDC issuer (role ml-team may only sign ml-team identities).
+        self.vault = SandboxVault(pki, self.issuer, audience=AUDIENCE, host=s.host).start()
+        self.vault.add_role(VAULT_ROLE, allowed_identities=[*DEFAULT_ALLOW])
 
         # Client identities: the notebook (inside the policy) and an outsider (outside it).
         client = pki.issue(CLIENT_IDENTITY, lifetime=s.leaf_lifetime)
@@ -187,6 +195,13 @@ class Sandbox:
                 "token_url": self.issuer.token_url,
                 "client_id": oidc_client_id,
                 "client_secret": oidc_secret,
+                "audience": AUDIENCE,
+            },
+            "vault": {
+                "address": self.vault.url,
+                "role": VAULT_ROLE,
+                "pki_mount": "pki",
+                "auth_mount": "jwt",
                 "audience": AUDIENCE,
             },
             "workspace": {
@@ -237,6 +252,7 @@ class Sandbox:
             out.append(f"  {name:<9} {svc['url']:<26} identity {svc['identity']}  (direct {svc['direct']})")
         out.append(f"  oidc      {i['oidc']['issuer']}")
         out.append(f"  workspace {i['workspace']['host']}  (secret scope '{i['workspace']['secret_scope']}')")
+        out.append(f"  vault     {i['vault']['address']}  (PKI role '{i['vault']['role']}', JWT auth)")
         out.append(f"  policy    {i['policy']['default']} except {', '.join(i['policy']['allow'])}")
         out.append(f"client identity {i['client']['identity']}")
         if echo:
@@ -251,7 +267,7 @@ class Sandbox:
             proxy.stop()
         for app in self.apps.values():
             app.stop()
-        for server in (self.issuer, self.workspace):
+        for server in (self.vault, self.issuer, self.workspace):
             if server is not None:
                 server.stop()
         self.proxies.clear()

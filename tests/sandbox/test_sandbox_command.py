@@ -65,6 +65,7 @@ def test_sandbox_command_serves_and_stops_cleanly(tmp_path: Path, stop_signal: i
         assert {"cert", "key"} <= set(info["issuer"]) and Path(info["trust_anchors"]).is_file()
         assert {"issuer", "token_url", "client_id", "client_secret", "audience"} <= set(info["oidc"])
         assert {"host", "token", "secret_scope"} <= set(info["workspace"])
+        assert {"address", "role", "pki_mount", "auth_mount", "audience"} <= set(info["vault"])
         assert (tmp_path / "sandbox.json").stat().st_mode & 0o077 == 0
         env_sh = (tmp_path / "env.sh").read_text()
         assert "export MESHCLIENT_CERT=" in env_sh and "export DATABRICKS_HOST=" in env_sh
