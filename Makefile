@@ -56,6 +56,7 @@ demo: venv
 bench: venv
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/full_stack.py
+	$(BIN)/python bench/rotation.py
 
 compat: compat-15.4 compat-17.3 compat-3.13
 
