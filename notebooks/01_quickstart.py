@@ -18,14 +18,9 @@
 
 import meshclient
 
-SCOPE = "ml-mesh"
-
-# The material never touches disk: the key is handed to OpenSSL through an in-memory file.
-creds = meshclient.Credentials.from_pem(
-    cert_chain=dbutils.secrets.get(SCOPE, "tls.crt"),  # noqa: F821 - dbutils exists in notebooks
-    key=dbutils.secrets.get(SCOPE, "tls.key"),  # noqa: F821
-    trust_anchors=dbutils.secrets.get(SCOPE, "ca.crt"),  # noqa: F821
-)
+# The identity lives in a secret scope; in a notebook meshclient reads it through dbutils.
+# The key never touches disk: it reaches OpenSSL through an in-memory file.
+creds = meshclient.Credentials.from_secret_scope("ml-mesh")
 print(creds)  # identity, expiry and fingerprint - never the key
 
 # COMMAND ----------
