@@ -354,8 +354,8 @@ def load_private_key(
             raise MaterialFormatError(
                 f"The material given as the private key ({where}) holds no private key "
                 f"(PEM blocks found: {', '.join(labels) or 'none'}).",
-                hint="Give the workload's private key file ('-----BEGIN PRIVATE KEY-----' or "
-                "'-----BEGIN EC PRIVATE KEY-----').",
+                hint="Give the workload's private key file (a PEM 'PRIVATE KEY' or 'EC PRIVATE KEY' block, "
+                "or Linkerd's key.p8).",
             )
         if len(keys) > 1:
             raise MaterialFormatError(
@@ -433,7 +433,7 @@ def _damaged_key(raw: bytes, blob: bytes, is_pem: bool, *, where: str) -> Materi
             )
         return MaterialFormatError(
             f"The private key in {where} is neither PEM nor a DER (PKCS#8/SEC1) key ({len(raw)} bytes).",
-            hint="Give a PEM key ('-----BEGIN PRIVATE KEY-----') or Linkerd's key.p8; check the file is not corrupted.",
+            hint="Give a PEM key (a 'PRIVATE KEY' block) or Linkerd's key.p8; check the file is not corrupted.",
         )
     return MaterialFormatError(
         f"The private key in {where} is damaged: its PEM block does not decode to a key.",
