@@ -23,6 +23,7 @@ down every open socket and joins every thread it started.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import itertools
 import logging
@@ -525,6 +526,8 @@ class InboundProxy:
         self._policies: dict[int, ServerPolicy] = {}
         self.set_policy(policy)
         self.stats = ProxyStats()
+        #: serial numbers (hex) of verified client certificates, one per TLS connection, newest last
+        self.client_serials: collections.deque[str] = collections.deque(maxlen=10_000)
         self._stats_lock = threading.Lock()
         self._lock = threading.Lock()
         self._listeners: list[_Listener] = []
@@ -770,7 +773,11 @@ class InboundProxy:
                 self._count("handshake_failures")
                 log.debug("TLS handshake from %s failed: %s", addr[0], exc)
                 return
-            identity = client_identity_from_cert(tls.getpeercert())
+            peer = tls.getpeercert()
+            identity = client_identity_from_cert(peer)
+            if peer and peer.get("serialNumber"):
+                with self._stats_lock:  # test hook: which client certificates were verified, in order
+                    self.client_serials.append(str(peer["serialNumber"]).upper())
             client = ClientInfo(address=addr[0], tls=True, identity=identity)
             down = _Stream(tls)
             if lst.kind == "direct":

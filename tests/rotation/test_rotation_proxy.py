@@ -1,8 +1,8 @@
 """Rotation under load through the sandbox inbound proxy (Linkerd-like policy and ``l5d-client-id``).
 
-The proxy does not log client serials (see tests/rotation/README.md for the hook it needs),
-so the server-side evidence is the identity the app is told (``l5d-client-id``, echoed by
-the echo app) and the proxy's connection counter: every generation opens new connections.
+The server-side evidence is the identity the app is told (``l5d-client-id``, echoed by the echo
+app), the client certificate serials the proxy verified (``InboundProxy.client_serials``) and
+its connection counter: every generation opens new connections.
 """
 
 from __future__ import annotations
@@ -61,6 +61,10 @@ def test_file_rotation_through_proxy_zero_failures(pki: SandboxPKI, echo_proxy: 
     assert result.failures == [], result.failures[:5]
     assert result.seen == [CLIENT_ID]
     assert installed == [serial_hex(leaf.cert.serial_number) for leaf in leaves[1:]]
+    # the proxy verified every generation's certificate, and the newest one last
+    seen = [int(s, 16) for s in echo_proxy.client_serials]
+    assert {leaf.cert.serial_number for leaf in leaves} <= set(seen)
+    assert seen[-1] == leaves[-1].cert.serial_number
     assert connections == sorted(connections) and len(set(connections)) == 4, connections
     assert echo_proxy.stats.denied == 0 and echo_proxy.stats.handshake_failures == 0
 
