@@ -192,8 +192,10 @@ class DatabricksOAuth(BaseTokenProvider):
         if callable(oauth_token):
             try:
                 sdk_token = oauth_token()
-            except ValueError as exc:
-                if "not available" not in str(exc):
+            except (ValueError, AttributeError, NotImplementedError) as exc:
+                # no OAuth token for this auth type: 0.2x-0.4x say "not available" (ValueError) or,
+                # for PATs in 0.49, fail inside the header factory (AttributeError)
+                if isinstance(exc, ValueError) and "not available" not in str(exc):
                     raise
             else:
                 return Token.from_value(sdk_token.access_token, expires_at=_aware(sdk_token.expiry))

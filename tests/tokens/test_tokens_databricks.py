@@ -96,8 +96,10 @@ def test_the_sdk_cache_is_asked_again_every_recheck_interval(workspace: Workspac
     assert t is not None
     t.join(30)
     assert p.state is TokenState.FRESH
-    assert p.token().value == first.value  # the SDK's cached token, not a new one
-    assert workspace.token_requests == 1
+    if workspace.token_requests == 1:  # SDKs that cache M2M tokens: the same token comes back
+        assert p.token().value == first.value
+    else:  # databricks-sdk 0.49 (Runtime 17.3) mints a new one when asked again
+        assert workspace.token_requests == 2 and p.token().value != first.value
 
 
 def test_wrong_secret_is_a_clear_endpoint_error(workspace: WorkspaceEmulator, caplog: pytest.LogCaptureFixture) -> None:
