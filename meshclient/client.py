@@ -258,9 +258,8 @@ class MeshClient:
         prepared.headers.setdefault("traceparent", trace.header)
         if host_header:
             prepared.headers["Host"] = host_header
-        budget_deadline = None if (deadline if deadline is not None else self._deadline) is None else (
-            started + (deadline if deadline is not None else self._deadline)  # type: ignore[operator]
-        )
+        total = deadline if deadline is not None else self._deadline
+        deadline_at = None if total is None else started + total
         if self._policy is not None:
             try:
                 self._policy.check(identity, client_identity=self.identity)
@@ -269,7 +268,7 @@ class MeshClient:
                            error=exc, token_subject=None)
                 raise
         per_attempt = self._timeout if timeout is None else _timeout_pair(timeout)
-        response = self._attempts(prepared, target, per_attempt, budget_deadline, stream, retry, trace, started)
+        response = self._attempts(prepared, target, per_attempt, deadline_at, stream, retry, trace, started)
         redirects = 0
         while allow_redirects and response.status_code in _REDIRECTS and redirects < _MAX_REDIRECTS:
             nxt = self._same_origin_redirect(prepared, response, target.route)
@@ -277,7 +276,7 @@ class MeshClient:
                 break
             response.close()
             prepared = nxt
-            response = self._attempts(prepared, _Target(target.route), per_attempt, budget_deadline, stream, retry,
+            response = self._attempts(prepared, _Target(target.route), per_attempt, deadline_at, stream, retry,
                                       trace, time.monotonic())
             redirects += 1
         return response
