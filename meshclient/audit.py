@@ -20,10 +20,15 @@ from typing import Any
 from urllib.parse import urlsplit
 
 __all__ = ["AuditEvent", "AuditSink", "LoggingAuditSink", "FileAuditSink", "as_audit_sink", "redact_url",
-           "TraceContext"]
+           "TraceContext", "redact_query"]
 
 AuditSink = Callable[["AuditEvent"], None]
 _TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+
+
+def redact_query(query: str) -> str:
+    """``a=1&key=s3cret`` → ``a=...&key=...``: query names kept, values (maybe secrets) dropped."""
+    return "&".join(f"{kv.split('=', 1)[0]}=..." for kv in query.split("&") if kv)
 
 
 def redact_url(url: str | None) -> str:
@@ -31,7 +36,7 @@ def redact_url(url: str | None) -> str:
     if not url:
         return ""
     parts = urlsplit(url)
-    query = "&".join(f"{kv.split('=', 1)[0]}=..." for kv in parts.query.split("&") if kv) if parts.query else ""
+    query = redact_query(parts.query)
     netloc = parts.hostname or ""
     if ":" in netloc:
         netloc = f"[{netloc}]"

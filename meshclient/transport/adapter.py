@@ -23,6 +23,7 @@ from urllib3.connectionpool import HTTPSConnectionPool
 from urllib3.exceptions import ClosedPoolError, ConnectTimeoutError
 from urllib3.response import HTTPResponse
 
+from ..audit import redact_query
 from ..errors import TLSHandshakeError
 from ..identity import Identity
 from ..tls import PeerInfo, verify_server_identity
@@ -70,8 +71,7 @@ class _RedactQueryValues(logging.Filter):
         args = record.args
         if isinstance(args, tuple) and len(args) >= 5 and isinstance(args[4], str) and "?" in args[4]:
             path, _, query = args[4].partition("?")
-            redacted = "&".join(f"{kv.split('=', 1)[0]}=..." for kv in query.split("&") if kv)
-            record.args = (*args[:4], f"{path}?{redacted}", *args[5:])
+            record.args = (*args[:4], f"{path}?{redact_query(query)}", *args[5:])
         return True
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import requests
 
+from ..audit import redact_url
 from ..errors import ConnectError, MeshError, MeshTimeoutError, TLSHandshakeError, TransportError
 from .adapter import Route
 
@@ -27,8 +28,6 @@ class Failure:
 
 
 def safe_url(url: str | None) -> str:
-    from ..audit import redact_url
-
     return redact_url(url) or "(no url)"
 
 

@@ -32,5 +32,5 @@ def test_full_stack_bench_runs_at_toy_size() -> None:
     done = subprocess.run([sys.executable, str(bench), "--requests", "40", "--rounds", "4", "--server", "inprocess"],
                           capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert re.search(r"ratio", done.stdout), done.stdout
+    assert re.search(r"ratio full-stack/hand-written \(time\): \d+\.\d{3}", done.stdout), done.stdout
     assert "PRIVATE KEY" not in done.stdout + done.stderr
