@@ -7,6 +7,7 @@ documented (``meshclient.tokens`` and ``meshclient.sandbox`` are public namespac
 from __future__ import annotations
 
 from . import tokens
+from ._version import __version__
 from .audit import AuditEvent, FileAuditSink, LoggingAuditSink
 from .client import DEFAULT_TIMEOUT, DIRECT_PORT, MeshClient, MeshService, raise_for_status
 from .credentials import Credentials, SameSubjectIssuerWarning
@@ -49,8 +50,6 @@ from .transport.balancer import DnsEndpoints, StaticEndpoints
 from .transport.breaker import BreakerSettings
 from .transport.budget import RetryBudget
 from .transport.retry import RetryPolicy
-
-__version__ = "0.1.0"
 
 __all__ = [
     "__version__",

@@ -17,32 +17,11 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
-__all__ = ["AuditEvent", "AuditSink", "LoggingAuditSink", "FileAuditSink", "as_audit_sink", "redact_url",
-           "TraceContext", "redact_query"]
+__all__ = ["AuditEvent", "AuditSink", "LoggingAuditSink", "FileAuditSink", "as_audit_sink", "TraceContext"]
 
 AuditSink = Callable[["AuditEvent"], None]
 _TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
-
-
-def redact_query(query: str) -> str:
-    """``a=1&key=s3cret`` → ``a=...&key=...``: query names kept, values (maybe secrets) dropped."""
-    return "&".join(f"{kv.split('=', 1)[0]}=..." for kv in query.split("&") if kv)
-
-
-def redact_url(url: str | None) -> str:
-    """The URL with query values replaced by ``...`` and no userinfo (they may carry secrets)."""
-    if not url:
-        return ""
-    parts = urlsplit(url)
-    query = redact_query(parts.query)
-    netloc = parts.hostname or ""
-    if ":" in netloc:
-        netloc = f"[{netloc}]"
-    if parts.port:
-        netloc = f"{netloc}:{parts.port}"
-    return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
 
 
 @dataclass(frozen=True)

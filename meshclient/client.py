@@ -20,7 +20,7 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 
-from .audit import AuditEvent, AuditSink, TraceContext, as_audit_sink, redact_url
+from .audit import AuditEvent, AuditSink, TraceContext, as_audit_sink
 from .credentials import Credentials
 from .credentials.sources import IdentitySource
 from .errors import (
@@ -35,6 +35,7 @@ from .errors import (
 )
 from .identity import Identity
 from .policy import EgressPolicy
+from .redaction import redact_url
 from .tls import build_client_context, sni_for
 from .tokens import TokenProvider
 from .transport.adapter import MeshAdapter, Route, TLSState
@@ -60,7 +61,7 @@ _MAX_REDIRECTS = 10
 
 
 def _user_agent() -> str:
-    from . import __version__
+    from ._version import __version__
 
     return f"meshclient/{__version__} python-requests/{requests.__version__}"
 

@@ -27,8 +27,8 @@ from ..credentials import Credentials, SameSubjectIssuerWarning
 from ..credentials.loaders import ENV_CERT, ENV_KEY, ENV_KEY_PASSWORD, ENV_TRUST_ANCHORS, read_file
 from ..credentials.secret_scope import DbutilsSecretReader, SecretReader, WorkspaceSecretReader, notebook_dbutils
 from ..errors import ConfigurationError, EncryptedKeyError, MaterialNotFoundError, MeshError, SecretScopeError
+from ..redaction import redact_text
 from ..tokens import ClientCredentials, DatabricksOAuth, EnvironmentToken, FileToken, RetryPolicy, TokenProvider
-from ..tokens._util import redact
 
 __all__ = [
     "EXIT_OK",
@@ -209,7 +209,7 @@ def sdk_message(exc: BaseException, extra_secrets: Iterable[str | None] = ()) ->
     """databricks-sdk's error text without its ``Config: ...`` dump, with any secret masked."""
     text = str(exc).split(". Config:")[0].strip() or type(exc).__name__
     known = [os.environ.get(name) for name in _DATABRICKS_SECRET_VARS]
-    return redact(text, [*known, *extra_secrets])
+    return redact_text(text, [*known, *extra_secrets])
 
 
 def databricks_config(timeout: float | None = None) -> Any:

@@ -36,6 +36,7 @@ from ..credentials import Credentials, SameSubjectIssuerWarning
 from ..credentials.secret_scope import SecretReader
 from ..errors import ConnectError, MeshError, ServerIdentityError, TLSHandshakeError
 from ..identity import Identity
+from ..redaction import redact_text
 from ..tls import PeerInfo, build_client_context, sni_for, verify_server_identity
 from ..tokens import (
     BaseTokenProvider,
@@ -47,7 +48,7 @@ from ..tokens import (
     discover_token_endpoint,
 )
 from ..tokens._http import new_session
-from ..tokens._util import peek_jwt, redact
+from ..tokens._util import peek_jwt
 from .common import (
     CERT,
     ENV_OIDC_CLIENT_SECRET,
@@ -554,13 +555,13 @@ class _Doctor:
             else:
                 provider = simple_token_provider(self.args, kind, timeout)
         except MeshError as err:
-            self.r.fail("token issuer" if kind == "databricks" else "token", redact(err.message, secrets), err.hint)
+            self.r.fail("token issuer" if kind == "databricks" else "token", redact_text(err.message, secrets), err.hint)
             self._skip_token_lines("needs a token")
             return
         try:
             token = provider.token()
         except TokenError as err:
-            self.r.fail("token", f"no token from {provider!r}: {redact(err.message, secrets)}",
+            self.r.fail("token", f"no token from {provider!r}: {redact_text(err.message, secrets)}",
                         err.hint or _token_hint(kind))
             self._skip_token_lines("needs a token")
             if isinstance(provider, BaseTokenProvider):

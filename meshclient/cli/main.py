@@ -8,7 +8,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from .. import __version__
+from .._version import __version__
 from ..errors import MeshError
 from . import demo_command, doctor, request, sandbox
 from .common import (

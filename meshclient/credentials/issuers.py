@@ -53,9 +53,10 @@ from cryptography.x509.oid import NameOID
 from .. import pki
 from ..errors import ConfigurationError, CredentialsError, IdentitySANError, MeshError
 from ..identity import Identity
+from ..redaction import redact_text
 from ..tokens import RetryPolicy, TokenProvider
 from ..tokens._http import parse_retry_after
-from ..tokens._util import check_endpoint_url, redact
+from ..tokens._util import check_endpoint_url
 from ..tokens.errors import TokenEndpointError, TokenError
 from . import loaders
 from .snapshot import Credentials
@@ -274,7 +275,7 @@ class CertificateIssuer(ABC):
     def _get_session(self) -> requests.Session:
         with self._lock:
             if self._session is None:
-                from .. import __version__
+                from .._version import __version__
 
                 s = requests.Session()
                 s.headers["User-Agent"] = f"meshclient/{__version__} python-requests/{requests.__version__}"
@@ -299,7 +300,7 @@ class CertificateIssuer(ABC):
                 resp = self._get_session().post(url, json=dict(body), headers=dict(headers or {}),
                                                 timeout=self.timeout, verify=self.verify, allow_redirects=False)
             except (requests.RequestException, OSError) as exc:  # OSError: an unreadable CA bundle
-                detail = redact(str(exc), secrets).replace("\n", " ")[:300] or type(exc).__name__
+                detail = redact_text(str(exc), secrets).replace("\n", " ")[:300] or type(exc).__name__
                 # TLS verification (or CA bundle) problems will not fix themselves: no retry.
                 tls_problem = isinstance(exc, requests.exceptions.SSLError) or not isinstance(
                     exc, requests.RequestException)
@@ -502,7 +503,7 @@ class VaultPKIIssuer(CertificateIssuer):
 
     def _error(self, status: int, doc: Any, *, action: str, stage: str, secrets: Sequence[str | None]) -> IssuanceError:
         errors = _vault_errors(doc)
-        detail = redact("; ".join(errors), secrets) if errors else "no Vault error document in the answer"
+        detail = redact_text("; ".join(errors), secrets) if errors else "no Vault error document in the answer"
         retryable = status >= 500 or status in (408, 429)
         if stage == "login":
             hints = {
@@ -561,7 +562,7 @@ class StepCAIssuer(CertificateIssuer):
             status = resp.status_code
         if status not in (200, 201):
             message = doc.get("message") if isinstance(doc, dict) else None
-            detail = redact(str(message), (jwt,)) if message else "no error message in the answer"
+            detail = redact_text(str(message), (jwt,)) if message else "no error message in the answer"
             retryable = status >= 500 or status in (408, 429)
             hint = {
                 400: "step-ca could not read the request; check the CA version and the provisioner type.",

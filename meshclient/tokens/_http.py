@@ -18,7 +18,8 @@ from urllib.parse import urlsplit
 
 import requests
 
-from ._util import redact, ts_from_dt, utc_from_ts
+from ..redaction import redact_text
+from ._util import ts_from_dt, utc_from_ts
 from .base import Token
 from .errors import TokenEndpointError, TokenUnavailableError
 
@@ -87,7 +88,7 @@ class RetryPolicy:
 
 def new_session() -> requests.Session:
     """A session for issuers: system/certifi CAs, proxies from the environment, our User-Agent."""
-    from .. import __version__
+    from .._version import __version__
 
     s = requests.Session()
     s.headers["User-Agent"] = f"meshclient/{__version__} python-requests/{requests.__version__}"
@@ -154,7 +155,7 @@ def post_token_request(
             resp = session.post(token_url, data=data, auth=auth, timeout=timeout, verify=verify, allow_redirects=False)
         except requests.RequestException as exc:
             # str(exc) names host and port only; redact anyway in case a proxy echoes more.
-            last = f"{type(exc).__name__}: {redact(str(exc), secrets())}"
+            last = f"{type(exc).__name__}: {redact_text(str(exc), secrets())}"
         else:
             status = resp.status_code
             if 200 <= status < 300:
@@ -213,10 +214,10 @@ def _endpoint_error(
     status = resp.status_code
     secrets = list(secrets)
     if error:
-        detail = f"{error}" + (f" ({redact(description, secrets)})" if description else "")
+        detail = f"{error}" + (f" ({redact_text(description, secrets)})" if description else "")
     else:
         ctype = resp.headers.get("Content-Type", "no content type")
-        body = redact(resp.text[:200], secrets).strip().replace("\n", " ")
+        body = redact_text(resp.text[:200], secrets).strip().replace("\n", " ")
         detail = f"a non-OAuth answer ({ctype})" + (f": {body!r}" if body else "")
     hint = _HINTS.get(error or "")
     if hint is None and status == 401:

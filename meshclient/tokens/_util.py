@@ -4,18 +4,12 @@ from __future__ import annotations
 
 import datetime as _dt
 import ipaddress
-import re
-from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import ConfigurationError
 
 _UTC = _dt.timezone.utc
-# Three base64url segments starting with a JSON header: what a JWT looks like in free text.
-_JWT_RE = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
-# Long runs of token-ish characters after "Bearer" anywhere in a message.
-_BEARER_RE = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{8,}")
 
 
 def utc_from_ts(ts: float) -> _dt.datetime:
@@ -69,15 +63,6 @@ def claim_exp(claims: dict[str, Any] | None) -> float | None:
     if isinstance(exp, bool) or not isinstance(exp, (int, float)):
         return None
     return float(exp)
-
-
-def redact(text: str, secrets: Iterable[str | None]) -> str:
-    """``text`` with every known secret, anything JWT-shaped and bearer values masked."""
-    for secret in secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "***")
-    text = _JWT_RE.sub("<jwt>", text)
-    return _BEARER_RE.sub(r"\1***", text)
 
 
 def is_loopback_host(host: str | None) -> bool:

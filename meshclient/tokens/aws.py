@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 from ..errors import ConfigurationError
-from ._util import redact
+from ..redaction import redact_text
 from .base import BaseTokenProvider, Clock, Sleep, Token
 from .errors import TokenEndpointError, TokenError, TokenUnavailableError
 
@@ -157,7 +157,7 @@ class AwsWebIdentityToken(BaseTokenProvider):
         except ClientError as exc:
             err = exc.response.get("Error", {})
             code = str(err.get("Code", "Unknown"))
-            message = redact(str(err.get("Message", "")), ())
+            message = redact_text(str(err.get("Message", "")), ())
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             text = f"{self._describe()}: STS GetWebIdentityToken failed: {code}" + (f": {message}" if message else "")
             if code in ("Throttling", "ThrottlingException", "RequestLimitExceeded", "ServiceUnavailable") or (

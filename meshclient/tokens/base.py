@@ -33,7 +33,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
-from ._util import claim_exp, claim_str, fmt_ts, peek_jwt, redact, ts_from_dt, utc_from_ts
+from ..redaction import redact_text
+from ._util import claim_exp, claim_str, fmt_ts, peek_jwt, ts_from_dt, utc_from_ts
 from .errors import TokenError, TokenExpiredError, TokenUnavailableError
 
 __all__ = [
@@ -258,7 +259,7 @@ class BaseTokenProvider(abc.ABC):
         return type(self).__name__
 
     def _secrets(self) -> Iterable[str | None]:
-        """Values that must never appear in a message (masked by :func:`redact`)."""
+        """Values that must never appear in a message (masked by :func:`~meshclient.redaction.redact_text`)."""
         return ()
 
     def _outdated(self, token: Token) -> bool:
@@ -431,7 +432,7 @@ class BaseTokenProvider(abc.ABC):
     def _wrap(self, exc: Exception) -> TokenError:
         if isinstance(exc, TokenError):
             return exc
-        detail = redact(str(exc), self._all_secrets()) or type(exc).__name__
+        detail = redact_text(str(exc), self._all_secrets()) or type(exc).__name__
         err = TokenUnavailableError(f"{self._describe()}: could not get a token: {type(exc).__name__}: {detail}")
         err.__cause__ = exc
         return err

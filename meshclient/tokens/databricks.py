@@ -23,8 +23,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..errors import ConfigurationError
+from ..redaction import redact_text
 from ._http import RetryPolicy
-from ._util import redact
 from .base import BaseTokenProvider, Clock, Sleep, Token
 from .errors import TokenEndpointError, TokenError, TokenUnavailableError
 
@@ -159,7 +159,7 @@ class DatabricksOAuth(BaseTokenProvider):
             except TokenError:
                 raise
             except Exception as exc:
-                text = redact(str(exc), self._secrets())
+                text = redact_text(str(exc), self._secrets())
                 last = f"{type(exc).__name__}: {text}"
                 fatal = _FATAL_OAUTH.search(text)
                 if fatal:

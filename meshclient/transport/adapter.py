@@ -23,9 +23,9 @@ from urllib3.connectionpool import HTTPSConnectionPool
 from urllib3.exceptions import ClosedPoolError, ConnectTimeoutError
 from urllib3.response import HTTPResponse
 
-from ..audit import redact_query
 from ..errors import TLSHandshakeError
 from ..identity import Identity
+from ..redaction import redact_query
 from ..tls import PeerInfo, verify_server_identity
 from .header import ALPN, TransportHeader, encode_header
 

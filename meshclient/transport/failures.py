@@ -9,8 +9,8 @@ from typing import Any
 
 import requests
 
-from ..audit import redact_url
 from ..errors import ConnectError, MeshError, MeshTimeoutError, TLSHandshakeError, TransportError
+from ..redaction import redact_url
 from .adapter import Route
 
 __all__ = ["Failure", "translate", "safe_url"]

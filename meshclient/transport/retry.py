@@ -11,38 +11,16 @@ the client's :class:`~meshclient.transport.budget.RetryBudget`.
 
 from __future__ import annotations
 
-import datetime
-import email.utils
 import random
-import re
-import time
 from dataclasses import dataclass, field
+
+from ..retry_after import parse_retry_after
 
 __all__ = ["RetryPolicy", "parse_retry_after", "IDEMPOTENT_METHODS", "RETRYABLE_STATUSES"]
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
 RETRY_AFTER_STATUSES = frozenset({429, 503})
-_DELTA_SECONDS = re.compile(r"^[0-9]{1,10}$")  # ASCII digits only: str.isdigit() accepts '²'
-
-
-
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
-    if not value:
-        return None
-    value = value.strip()
-    if _DELTA_SECONDS.match(value):
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when is None:
-        return None
-    if when.tzinfo is None:  # asctime form or "-0000": HTTP dates are always GMT (RFC 9110 §5.6.7)
-        when = when.replace(tzinfo=datetime.timezone.utc)
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 @dataclass(frozen=True)

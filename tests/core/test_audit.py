@@ -25,10 +25,10 @@ from meshclient.audit import (
     LoggingAuditSink,
     TraceContext,
     as_audit_sink,
-    redact_url,
 )
 from meshclient.errors import MeshError
 from meshclient.policy import EgressPolicy
+from meshclient.redaction import redact_url
 from meshclient.sandbox.pki import IssuedLeaf
 from meshclient.tls import build_server_context
 from meshclient.tokens import StaticToken

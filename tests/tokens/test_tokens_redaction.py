@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from tokens_helpers import CLIENT_ID, LIFETIME, SECRET, FakeClock, RecordingSleep
 
+from meshclient.redaction import redact_text as redact
 from meshclient.sandbox.oidc import OIDCIssuer
 from meshclient.tokens import (
     ClientCredentials,
@@ -20,7 +21,6 @@ from meshclient.tokens import (
     TokenError,
     TokenExchange,
 )
-from meshclient.tokens._util import redact
 
 
 def test_redact_masks_secrets_jwts_and_bearer_values() -> None:
