@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
                     mesh_times.append(timed_batch(mesh_get, batch))
             profile = profile_meshclient(mesh_get, min(total, 2000)) if args.profile else ""
             budget = mesh.retry_budget.snapshot()
-            connections = mesh._adapter.pool_count()  # one pool: the single endpoint
+            connections = mesh.pool_count()  # one pool: the single endpoint
         finally:
             mesh.close()
             hand.close()

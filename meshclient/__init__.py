@@ -9,11 +9,13 @@ from __future__ import annotations
 from . import tokens
 from ._version import __version__
 from .audit import AuditEvent, FileAuditSink, LoggingAuditSink
-from .client import DEFAULT_TIMEOUT, DIRECT_PORT, MeshClient, MeshService, raise_for_status
+from .client import DEFAULT_TIMEOUT, DIRECT_PORT, MeshClient, MeshResponse, MeshService, raise_for_status
+from .config import ClientConfig
 from .credentials import Credentials, SameSubjectIssuerWarning
 from .credentials.issuers import IssuanceError, IssuerSource, StepCAIssuer, VaultPKIIssuer
 from .credentials.sources import FileSource, IdentitySource, SecretScopeSource, StaticSource
 from .errors import (
+    ArgumentTypeError,
     CertificateExpiredError,
     CertificateNotYetValidError,
     CertificateValidityError,
@@ -67,6 +69,8 @@ __all__ = [
     "DnsEndpoints",
     "MeshClient",
     "MeshService",
+    "MeshResponse",
+    "ClientConfig",
     "raise_for_status",
     "Credentials",
     "SameSubjectIssuerWarning",
@@ -82,6 +86,7 @@ __all__ = [
     "IdentityPattern",
     "MeshError",
     "ConfigurationError",
+    "ArgumentTypeError",
     "IdentityError",
     "CredentialsError",
     "MaterialNotFoundError",

@@ -11,6 +11,7 @@ from typing import Any
 __all__ = [
     "MeshError",
     "ConfigurationError",
+    "ArgumentTypeError",
     "IdentityError",
     "CredentialsError",
     "MaterialNotFoundError",
@@ -68,6 +69,10 @@ def _restore(cls: type[MeshError], args: tuple[Any, ...], state: dict[str, Any])
 
 class ConfigurationError(MeshError, ValueError):
     """An argument or setting is wrong (bad URL, missing option, unknown mode)."""
+
+
+class ArgumentTypeError(ConfigurationError, TypeError):
+    """An argument has the wrong type (``retries=3`` where a ``RetryPolicy`` is expected)."""
 
 
 class IdentityError(MeshError, ValueError):

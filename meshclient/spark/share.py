@@ -36,6 +36,7 @@ from ..client import MeshClient
 from ..config import ClientConfig
 from ..credentials.sources import IdentitySource
 from ..errors import ConfigurationError
+from ..worker_cache import client_for
 
 __all__ = ["SharedClient", "share"]
 
@@ -123,7 +124,7 @@ class SharedClient:
 
     def client(self) -> MeshClient:
         """This Python process's ``MeshClient`` for the shared config, built on first use."""
-        return self.config.client()
+        return client_for(self.config)
 
     def unpersist(self) -> None:
         """Drop the broadcast from executors (the driver keeps working)."""

@@ -17,25 +17,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from ..errors import ConfigurationError, NoEndpointAvailableError
+from .address import parse_address
 from .breaker import BreakerSettings, CircuitBreaker
 
-__all__ = ["Endpoint", "PeakEwma", "Balancer", "StaticEndpoints", "DnsEndpoints", "parse_address"]
-
-
-def parse_address(text: str, default_port: int) -> tuple[str, int]:
-    """``host``, ``host:port``, ``[v6]:port`` → (host, port)."""
-    text = text.strip()
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port = rest.lstrip(":")
-        return host, int(port) if port else default_port
-    if text.count(":") == 1:
-        host, port = text.split(":")
-        try:
-            return host, int(port)
-        except ValueError:
-            raise ConfigurationError(f"Endpoint {text!r} has a port that is not a number.") from None
-    return text, default_port
+__all__ = ["Endpoint", "PeakEwma", "Balancer", "StaticEndpoints", "DnsEndpoints"]
 
 
 class PeakEwma:
@@ -103,7 +88,7 @@ class StaticEndpoints:
                  breaker: BreakerSettings | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self._endpoints = [
             Endpoint(h, p, PeakEwma(clock=clock), CircuitBreaker(breaker, clock=clock))
-            for h, p in (parse_address(a, default_port) for a in addresses)
+            for h, p in (parse_address(a, default_port, what="endpoint") for a in addresses)
         ]
         if not self._endpoints:
             raise ConfigurationError("A service needs at least one endpoint address.")

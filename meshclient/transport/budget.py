@@ -49,6 +49,10 @@ class RetryBudget:
         self._slots: deque[_Slot] = deque()
         self._lock = threading.Lock()
 
+    def __reduce__(self) -> tuple[type[RetryBudget], tuple[float, float, float]]:
+        """Pickles as its settings: a copy (in an executor) starts with an empty window."""
+        return RetryBudget, (self.retry_ratio, self.min_retries_per_second, self.ttl)
+
     def _current(self, now: float) -> _Slot:
         horizon = now - self.ttl
         while self._slots and self._slots[0].start <= horizon:

@@ -1,37 +1,49 @@
-"""Turn ``requests``/``urllib3``/``ssl`` exceptions into meshclient errors, and say whether
-the failure happened before the request was sent (safe to retry whatever the method)."""
+"""Turn what one attempt raised (urllib3, ``requests`` while reading a body, ``ssl``) into a
+meshclient error, and say whether the failure happened before the request was sent (safe to
+retry whatever the method) and whether another attempt may succeed.
+
+Classification is by ``isinstance`` over the exception and everything it wraps, so it holds
+for urllib3 1.26 and 2.x alike (2.x adds ``NameResolutionError`` under ``NewConnectionError``;
+both lines keep ``NewConnectionError`` under ``ConnectTimeoutError``, hence the order below).
+"""
 
 from __future__ import annotations
 
+import socket
 import ssl
 from dataclasses import dataclass
-from typing import Any
 
 import requests
+from urllib3 import exceptions as u3
 
 from ..errors import ConnectError, MeshError, MeshTimeoutError, TLSHandshakeError, TransportError
 from ..redaction import redact_url
-from .adapter import Route
+from .connections import ConnectionNotEstablished
+from .route import Route
 
-__all__ = ["Failure", "translate", "safe_url"]
+__all__ = ["Failure", "translate", "safe_url", "chain"]
 
 # TLS failures that a new attempt can fix (the peer went away mid-handshake), as opposed to
 # verification failures, which are permanent.
 _TRANSIENT_TLS = ("eof", "reset", "broken pipe", "timed out", "connection aborted")
+_NAME_RESOLUTION: tuple[type[BaseException], ...] = (socket.gaierror,) + (
+    (u3.NameResolutionError,) if hasattr(u3, "NameResolutionError") else ()
+)
 
 
 @dataclass(frozen=True)
 class Failure:
     error: MeshError
-    before_send: bool  # nothing of the request reached the server: retry is always safe
-    transient: bool  # another attempt may succeed
+    before_send: bool  #: nothing of the request reached the server: retry is always safe
+    transient: bool  #: another attempt may succeed
 
 
 def safe_url(url: str | None) -> str:
     return redact_url(url) or "(no url)"
 
 
-def _chain(exc: BaseException) -> list[BaseException]:
+def chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and everything it wraps: causes, contexts, exception arguments, urllib3 reasons."""
     seen: list[BaseException] = []
     todo: list[BaseException | None] = [exc]
     while todo:
@@ -47,22 +59,24 @@ def _chain(exc: BaseException) -> list[BaseException]:
     return seen
 
 
-def _reason(exc: BaseException) -> str:
-    chain = _chain(exc)
-    innermost: BaseException = exc
-    for e in chain:
-        if isinstance(e, (ssl.SSLError, OSError)) and not isinstance(e, requests.exceptions.RequestException):
+def _any(links: list[BaseException], kinds: type[BaseException] | tuple[type[BaseException], ...]) -> bool:
+    return any(isinstance(e, kinds) for e in links)
+
+
+def _reason(links: list[BaseException]) -> str:
+    """The innermost OS/TLS error's text (no URL in it), for the message."""
+    innermost: BaseException = links[0]
+    for e in links:
+        if isinstance(e, (ssl.SSLError, OSError)) and not isinstance(e, (requests.RequestException, u3.HTTPError)):
             innermost = e
     text = str(innermost) or type(innermost).__name__
+    if isinstance(innermost, (u3.HTTPError, requests.RequestException)):
+        text = type(innermost).__name__  # their text may quote a URL
     return text.replace("\n", " ")[:300]
 
 
-def _is_tls(exc: BaseException) -> bool:
-    return any(isinstance(e, ssl.SSLError) for e in _chain(exc))
-
-
-def _tls_failure(route: Route, exc: BaseException) -> Failure:
-    reason = _reason(exc)
+def _tls_failure(route: Route, links: list[BaseException]) -> Failure:
+    reason = _reason(links)
     low = reason.lower()
     transient = any(word in low for word in _TRANSIENT_TLS)
     if "certificate_verify_failed" in low or "certificate verify failed" in low:
@@ -93,57 +107,66 @@ def _tls_failure(route: Route, exc: BaseException) -> Failure:
     return Failure(error, before_send=True, transient=transient)
 
 
-def translate(exc: BaseException, route: Route, method: str, url: str | None, timeout: Any) -> Failure:
-    """Map an exception from one attempt to a :class:`Failure`."""
+def translate(exc: BaseException, route: Route, method: str, url: str | None,
+              timeout: tuple[float, float]) -> Failure:
+    """Map an exception from one attempt to a :class:`Failure`; re-raise what is not a transport error."""
     if isinstance(exc, MeshError):  # raised by our own connection classes (identity, ALPN)
         return Failure(exc, before_send=True, transient=False)
+    if not isinstance(exc, (u3.HTTPError, requests.RequestException, OSError)):
+        raise exc
+    links = chain(exc)
     where = f"{method} {safe_url(url)} ({route.server_identity})"
-    connect_t, read_t = timeout if isinstance(timeout, tuple) else (timeout, timeout)
-    if isinstance(exc, requests.exceptions.ConnectTimeout):
+    connect_t, read_t = timeout
+    if _any(links, _NAME_RESOLUTION):
+        return Failure(
+            ConnectError(
+                f"Could not resolve the host of {route.address} for {route.server_identity}: {_reason(links)}.",
+                hint="Check the host name (a service DNS name resolves only inside its cluster, or through the "
+                "cluster's DNS); use the pod or service IP otherwise.",
+            ),
+            before_send=True, transient=True,
+        )
+    if _any(links, (u3.NewConnectionError, ConnectionRefusedError, ConnectionNotEstablished)):
+        return Failure(
+            ConnectError(
+                f"Could not connect to {route.address} for {route.server_identity}: {_reason(links)}.",
+                hint="Check the address and port, and that the service is running and reachable.",
+            ),
+            before_send=True, transient=True,
+        )
+    if _any(links, (u3.ConnectTimeoutError, requests.exceptions.ConnectTimeout)):
         return Failure(
             MeshTimeoutError(
-                f"Connecting to {route.address} for {route.server_identity} timed out after {connect_t:.3g} s.",
+                f"Connecting to {route.address} for {route.server_identity} timed out after {connect_t:.3g} s "
+                "(connect timeout).",
                 hint="Check that the address is reachable from this cluster (network path, security groups) "
                 "and that the port is the workload's port.",
             ),
             before_send=True, transient=True,
         )
-    if isinstance(exc, requests.exceptions.ReadTimeout):
+    if _any(links, (u3.SSLError, ssl.SSLError)):
+        return _tls_failure(route, links)
+    if _any(links, (u3.ReadTimeoutError, requests.exceptions.ReadTimeout, socket.timeout)):
         return Failure(
             MeshTimeoutError(
-                f"{where} got no response from {route.address} within {read_t:.3g} s.",
+                f"{where} got no response from {route.address} within {read_t:.3g} s (read timeout).",
                 hint="The server is slow or stalled; raise timeout=(connect, read) or deadline= for long operations.",
             ),
             before_send=False, transient=True,
         )
-    if isinstance(exc, requests.exceptions.SSLError) or (
-        isinstance(exc, requests.exceptions.ConnectionError) and _is_tls(exc)
-    ):
-        return _tls_failure(route, exc)
-    if isinstance(exc, requests.exceptions.ConnectionError):
-        chain = _chain(exc)
-        refused = any(type(e).__name__ == "NewConnectionError" or isinstance(e, ConnectionRefusedError)
-                      or getattr(e, "mesh_before_send", False) for e in chain)
-        if refused:
-            return Failure(
-                ConnectError(
-                    f"Could not connect to {route.address} for {route.server_identity}: {_reason(exc)}.",
-                    hint="Check the address and port, and that the service is running and reachable.",
-                ),
-                before_send=True, transient=True,
-            )
+    if _any(links, (requests.exceptions.ContentDecodingError, u3.DecodeError)):
+        return Failure(TransportError(f"{where}: the response from {route.address} could not be decoded: "
+                                      f"{_reason(links)}."), before_send=False, transient=False)
+    if _any(links, (u3.ProtocolError, requests.exceptions.ChunkedEncodingError)) and _any(
+            links, (u3.IncompleteRead, requests.exceptions.ChunkedEncodingError)):
         return Failure(
-            TransportError(
-                f"{where}: the connection to {route.address} broke: {_reason(exc)}.",
-                hint="The server or a network hop closed the connection; idempotent requests are retried.",
-            ),
+            TransportError(f"{where}: the response from {route.address} was cut off: {_reason(links)}."),
             before_send=False, transient=True,
         )
-    if isinstance(exc, (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError)):
-        return Failure(
-            TransportError(f"{where}: the response from {route.address} was cut off: {_reason(exc)}."),
-            before_send=False, transient=True,
-        )
-    if isinstance(exc, requests.exceptions.RequestException):
-        return Failure(TransportError(f"{where} failed: {_reason(exc)}."), before_send=False, transient=False)
-    raise exc
+    return Failure(
+        TransportError(
+            f"{where}: the connection to {route.address} broke: {_reason(links)}.",
+            hint="The server or a network hop closed the connection; idempotent requests are retried.",
+        ),
+        before_send=False, transient=True,
+    )

@@ -12,7 +12,8 @@ from collections import Counter
 import pytest
 
 from meshclient.errors import ConfigurationError, NoEndpointAvailableError
-from meshclient.transport.balancer import Balancer, DnsEndpoints, Endpoint, PeakEwma, StaticEndpoints, parse_address
+from meshclient.transport.address import parse_address
+from meshclient.transport.balancer import Balancer, DnsEndpoints, Endpoint, PeakEwma, StaticEndpoints
 from meshclient.transport.breaker import BreakerSettings
 
 

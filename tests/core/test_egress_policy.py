@@ -125,6 +125,9 @@ class CountingToken:
     def invalidate(self) -> None:
         pass
 
+    def on_unauthorized(self, authorization: str | None = None) -> bool:
+        return False
+
 
 def test_denied_request_opens_no_connection(server: FaultServer, client_creds: Credentials) -> None:
     events: list[AuditEvent] = []

@@ -155,7 +155,7 @@ def test_keep_alive_many_requests_ride_one_connection(nginx_peer: NginxPeer, mes
     assert len(entries) == count
     assert len({e.connection for e in entries}) == 1
     assert [e.connection_requests for e in entries] == list(range(1, count + 1))
-    assert mesh_client._adapter.pool_count() == 1
+    assert mesh_client.pool_count() == 1
 
 
 # -- Linkerd's own certificates -----------------------------------------------------------------

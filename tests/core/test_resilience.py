@@ -16,7 +16,6 @@ import os
 import socket
 import threading
 import time
-import types
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -39,7 +38,6 @@ from fault_server import (
     fault_servers,
 )
 
-import meshclient.client
 from meshclient import Credentials, MeshClient
 from meshclient.audit import AuditEvent
 from meshclient.errors import (
@@ -58,6 +56,7 @@ from meshclient.transport.breaker import BreakerSettings
 from meshclient.transport.budget import RetryBudget
 from meshclient.transport.header import ALPN, TransportHeader
 from meshclient.transport.retry import RetryPolicy
+from meshclient.transport.timing import Clock
 
 SERVER_ID = "echo.ml-platform.serviceaccount.identity.linkerd.cluster.local"  # tests/conftest.py's server
 FAST = RetryPolicy(min_backoff=0.001, max_backoff=0.002)  # keep real back-off sleeps negligible
@@ -76,12 +75,15 @@ def server(server_ctx: Any) -> Iterator[FaultServer]:
 
 
 @pytest.fixture
-def make_client(client_creds: Credentials) -> Iterator[Callable[..., MeshClient]]:
+def make_client(client_creds: Credentials, request: pytest.FixtureRequest) -> Iterator[Callable[..., MeshClient]]:
     clients: list[MeshClient] = []
+    # a test that takes ``sleeps`` gets clients whose back-off sleeps it records
+    clock = request.getfixturevalue("sleeps").clock if "sleeps" in request.fixturenames else None
 
     def make(**kwargs: Any) -> MeshClient:
         kwargs.setdefault("retries", FAST)
         kwargs.setdefault("timeout", (5.0, 5.0))
+        kwargs.setdefault("clock", clock)
         client = MeshClient(client_creds, **kwargs)
         clients.append(client)
         return client
@@ -92,23 +94,24 @@ def make_client(client_creds: Credentials) -> Iterator[Callable[..., MeshClient]
 
 
 class Sleeps(list):  # type: ignore[type-arg]
-    """The client's back-off sleeps, recorded instead of slept; ``on_sleep`` runs at each one."""
+    """The client's back-off sleeps, recorded instead of slept (the client's injected
+    :class:`Clock`); ``on_sleep`` runs at each one."""
 
     on_sleep: Callable[[float], None] | None = None
 
+    def sleep(self, seconds: float) -> None:
+        self.append(seconds)
+        if self.on_sleep is not None:
+            self.on_sleep(seconds)
+
+    @property
+    def clock(self) -> Clock:
+        return Clock(monotonic=time.monotonic, sleep=self.sleep)
+
 
 @pytest.fixture
-def sleeps(monkeypatch: pytest.MonkeyPatch) -> Sleeps:
-    record = Sleeps()
-
-    def sleep(seconds: float) -> None:
-        record.append(seconds)
-        if record.on_sleep is not None:
-            record.on_sleep(seconds)
-
-    fake = types.SimpleNamespace(monotonic=time.monotonic, time=time.time, sleep=sleep)
-    monkeypatch.setattr(meshclient.client, "time", fake)
-    return record
+def sleeps() -> Sleeps:
+    return Sleeps()
 
 
 class FakeClock:
@@ -286,7 +289,7 @@ def test_a_generator_body_is_never_retried(
 def test_a_body_cut_short_is_an_error_never_a_short_success(
     action: Action, method: str, server: FaultServer, make_client: Callable[..., MeshClient]
 ) -> None:
-    """Regression, seen in the Databricks 15.4 compat run (transport/adapter.py): urllib3 1.26's
+    """Regression, seen in the Databricks 15.4 compat run (transport/connections.py): urllib3 1.26's
     ``HTTPResponse`` defaults to ``enforce_content_length=False`` (2.x: True) and requests 2.31
     does not set it, so when the server's connection ends after 100 of 4096 announced bytes the
     client returns **200 with a truncated body** (silent data corruption for artifacts/results),
@@ -312,7 +315,7 @@ def test_handshake_drop_is_retried_even_for_post(
     handshake runs surfaces as ``ConnectionError(ProtocolError('Connection aborted.',
     ConnectionResetError))``, which is neither "refused" nor TLS, so it is classified as "the
     connection broke" with ``before_send=False`` and a POST is not retried although nothing was
-    sent. Fix: in ``MeshHTTPSConnection.connect`` (transport/adapter.py) tag any ``OSError`` raised
+    sent. Fix: in ``MeshHTTPSConnection.connect`` (transport/connections.py) tag any ``OSError`` raised
     by ``super().connect()`` (TCP connect or handshake: before any request byte), e.g.
     ``exc.mesh_before_send = True; raise``, and in ``translate``'s ``ConnectionError`` branch treat
     ``any(getattr(e, "mesh_before_send", False) for e in _chain(exc))`` like "refused"
@@ -321,7 +324,7 @@ def test_handshake_drop_is_retried_even_for_post(
     server.push_connections(fault)
     response = client.post(f"{server.url}/submit", data=b"payload", server_identity=SERVER_ID)
     assert response.status_code == 200
-    assert response.mesh_attempts == 2  # type: ignore[attr-defined]
+    assert response.mesh.attempt_count == 2  # type: ignore[union-attr]
     assert server.tcp_connections == 2
     assert server.attempts("POST", "/submit") == 1
     assert server.bodies("POST", "/submit") == [b"payload"]
@@ -361,7 +364,7 @@ def test_connection_refused_is_retried_for_post_and_succeeds_when_the_server_is_
     try:
         response = client.post(f"https://127.0.0.1:{port}/submit", data=b"payload", server_identity=SERVER_ID)
         assert response.status_code == 200
-        assert response.mesh_attempts == 2  # type: ignore[attr-defined]
+        assert response.mesh.attempt_count == 2  # type: ignore[union-attr]
         assert revived.attempts("POST", "/submit") == 1
         assert len(sleeps) == 1
     finally:
@@ -695,7 +698,7 @@ def test_direct_mode_names_the_application_port(
     assert direct_server.tcp_connections == 1  # one header per connection, then keep-alive
     assert [(r.alpn, r.transport_header) for r in direct_server.requests] == [
         (ALPN, TransportHeader(port=8080, name="", session_protocol="http1"))] * 3
-    assert response.mesh_peer.alpn == ALPN  # type: ignore[attr-defined]
+    assert response.mesh.verified_peer.alpn == ALPN  # type: ignore[union-attr]
 
 
 def test_direct_mode_through_a_service_names_each_endpoints_port(

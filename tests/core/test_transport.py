@@ -72,7 +72,7 @@ def test_one_client_is_safe_across_threads(server: Any, client: MeshClient) -> N
     assert statuses == [200] * (threads * per_thread)
     assert len(server.requests) == threads * per_thread
     assert all(r["client"] == [CLIENT_ID] for r in server.requests)
-    assert client._adapter.pool_count() == 1
+    assert client.pool_count() == 1
     # keep-alive: at most one handshake per connection the pool ever held open at once
     assert server.handshakes <= threads
 
@@ -86,12 +86,12 @@ def test_pools_are_keyed_per_server_identity(
         for _ in range(3):
             assert client.get(_url(a), server_identity=SERVER_ID).status_code == 200
             assert client.get(_url(b), server_identity=OTHER_ID).status_code == 200
-        assert client._adapter.pool_count() == 2
+        assert client.pool_count() == 2
 
         # Same address, another expected identity: its own pool, refused, and the good pool is unharmed.
         with pytest.raises(meshclient.ServerIdentityError):
             client.get(_url(a), server_identity=OTHER_ID, server_name=SERVER_ID)
-        assert client._adapter.pool_count() == 3
+        assert client.pool_count() == 3
         assert client.get(_url(a), server_identity=SERVER_ID).status_code == 200
     assert len(a.requests) == 4 and len(b.requests) == 3
 

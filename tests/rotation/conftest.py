@@ -12,7 +12,6 @@ import pytest
 from rotation_helpers import ML_TEAM, OIDC_CLIENT, OIDC_SECRET, VAULT_AUDIENCE
 
 from meshclient import Credentials
-from meshclient.config import clear_cache
 from meshclient.sandbox.apps import EchoApp
 from meshclient.sandbox.nginx import NginxPeer, find_nginx
 from meshclient.sandbox.oidc import OIDCIssuer
@@ -21,6 +20,7 @@ from meshclient.sandbox.policy import ServerPolicy
 from meshclient.sandbox.proxy import InboundProxy
 from meshclient.sandbox.vault import SandboxVault
 from meshclient.tokens import ClientCredentials
+from meshclient.worker_cache import clear_cache
 
 
 @pytest.fixture

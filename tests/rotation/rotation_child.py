@@ -14,6 +14,8 @@ import pickle
 import sys
 import threading
 
+from meshclient.worker_cache import client_for
+
 
 def main() -> int:
     url, server_identity = sys.argv[1], sys.argv[2]
@@ -25,7 +27,7 @@ def main() -> int:
         stop.set()
 
     threading.Thread(target=watch_stdin, daemon=True).start()
-    client = config.client()
+    client = client_for(config)
     requests = 0
     failures: list[str] = []
     last = None

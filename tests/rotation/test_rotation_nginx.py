@@ -200,7 +200,7 @@ def test_pool_retired_between_lookup_and_use_is_not_a_failure(pki: SandboxPKI, n
     url = nginx.url + "/health"
     try:
         nginx_serial(client.get(url, server_identity=SERVER_ID))
-        adapter = client._adapter  # the seam where the race lives
+        adapter = client._pools  # the seam where the race lives
         original = adapter.pool_for
         raced: list[bool] = []
 
