@@ -54,7 +54,7 @@ class MeshClient:
         retries: a :class:`~meshclient.RetryPolicy` (default: Linkerd-like; ``RetryPolicy.disabled()``
             switches retries off).
         retry_budget: a :class:`~meshclient.RetryBudget` (default 20 % + 10/s over 10 s).
-        timeout: ``(connect, read)`` seconds per attempt, or one number for both (default 10, 60).
+        timeout: ``(connect, read)`` seconds per attempt, or one number for both (default 3, 60).
         deadline: seconds for all attempts of a request together (default: none).
         allow_tls12: accept TLS 1.2 servers (Linkerd speaks TLS 1.3 only; opt in for other peers).
         pool_maxsize: keep-alive connections kept per (address, identity).

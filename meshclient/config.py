@@ -29,9 +29,9 @@ from .transport.retry import RetryPolicy
 
 __all__ = ["ClientConfig", "DEFAULT_TIMEOUT", "check_timeout", "check_deadline", "check_flag"]
 
-#: (connect, read) seconds per attempt. A dead pod should fail fast (connect), a slow model or
+#: (connect, read) seconds per attempt. A dead pod fails fast (3 s to connect, 3 attempts), a slow model or
 #: a large upload needs a longer read; ``deadline=`` bounds all attempts together.
-DEFAULT_TIMEOUT: tuple[float, float] = (10.0, 60.0)
+DEFAULT_TIMEOUT: tuple[float, float] = (3.0, 60.0)
 
 
 def _positive_seconds(value: object, what: str) -> float:
@@ -120,8 +120,9 @@ class ClientConfig:
     deadline: float | None = None
     #: accept TLS 1.2 servers (Linkerd speaks TLS 1.3 only; for other peers)
     allow_tls12: bool = False
-    #: keep-alive connections kept per (address, identity); size it to the threads sharing the client
-    pool_maxsize: int = 10
+    #: keep-alive connections kept per (address, identity): at least the number of threads that
+    #: send to one address at once (more concurrent requests open extra connections, closed after use)
+    pool_maxsize: int = 32
     #: headers sent with every request
     headers: tuple[tuple[str, str], ...] = ()
     #: identifies this config across pickling (one cached client per worker process)

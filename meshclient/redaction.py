@@ -25,16 +25,18 @@ def redact_query(query: str) -> str:
 
 
 def redact_url(url: str | None) -> str:
-    """The URL with query values replaced by ``...`` and no userinfo (they may carry secrets)."""
+    """The URL with query values replaced by ``...`` and no userinfo (they may carry secrets).
+
+    Never raises: a URL too broken to split shows as ``(unparseable URL)``.
+    """
     if not url:
         return ""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "(unparseable URL)"
     query = redact_query(parts.query)
-    netloc = parts.hostname or ""
-    if ":" in netloc:
-        netloc = f"[{netloc}]"
-    if parts.port:
-        netloc = f"{netloc}:{parts.port}"
+    netloc = parts.netloc.rpartition("@")[2]
     return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
 
 

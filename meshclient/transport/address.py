@@ -60,18 +60,13 @@ def parse_address(text: object, default_port: int | None, *, what: str = "addres
         host, close, rest = raw[1:].partition("]")
         if not close or (rest and not rest.startswith(":")):
             raise ConfigurationError(f"{where} is not [IPv6]:port.", hint="Write e.g. [fd00::7]:4143.")
-        try:
-            host = str(ipaddress.IPv6Address(host))
-        except ValueError:
-            raise ConfigurationError(f"{where} has no valid IPv6 address in brackets.",
-                                     hint="Write e.g. [fd00::7]:4143.") from None
+        v6 = _ipv6(host)
+        if v6 is None:
+            raise ConfigurationError(f"{where} has no valid IPv6 address in brackets.", hint="Write e.g. [fd00::7]:4143.")
+        host = v6
         port_text = rest[1:] if rest else ""
-    elif raw.count(":") > 1:  # a bare IPv6 address is unambiguous only without a port
-        try:
-            host, port_text = str(ipaddress.IPv6Address(raw)), ""
-        except ValueError:
-            raise ConfigurationError(f"{where}: an IPv6 address with a port needs brackets.",
-                                     hint="Write e.g. [fd00::7]:4143.") from None
+    elif raw.count(":") > 1:  # '::1:4143' is itself a valid (non-loopback) IPv6 address: never guess
+        raise ConfigurationError(f"{where}: an IPv6 address needs brackets.", hint="Write e.g. [fd00::7]:4143.")
     else:
         host, _, port_text = raw.partition(":")
         if _ and not port_text:
@@ -87,20 +82,40 @@ def parse_address(text: object, default_port: int | None, *, what: str = "addres
     return host, default_port
 
 
+def _ipv6(text: str) -> str | None:
+    try:
+        return str(ipaddress.IPv6Address(text))
+    except ValueError:
+        return None
+
+
+def _split(url: str) -> tuple[SplitResult, int | None] | None:
+    try:
+        parts = urlsplit(url)
+        return parts, parts.port
+    except ValueError:
+        return None
+
+
 def split_url(url: object) -> tuple[SplitResult, str, int]:
     """Parse and check a mesh URL: https, a valid host and port, no userinfo. Never echoes a query."""
     if not isinstance(url, str):
         raise ConfigurationError(f"The URL must be a string, got {type(url).__name__}.",
                                  hint="Pass the service URL, e.g. 'https://10.0.3.7:8080/health'.")
-    shown = redact_url(url) if "://" in url else "(a URL without a scheme)"
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
+    if "://" not in url:  # 'localhost:8080/health' would parse as the scheme 'localhost'
+        bare = url.partition("?")[0].rpartition("@")[2]
+        raise ConfigurationError(
+            f"The URL {bare!r} has no scheme." if bare else "The URL is empty.",
+            hint=f"Write https://{bare or 'HOST:PORT/PATH'} (meshclient only speaks mutual TLS).",
+        )
+    shown = redact_url(url)
+    parsed = _split(url)
+    if parsed is None:  # raised outside an except block: no chained context quoting the URL
         raise ConfigurationError(
             f"The URL {shown!r} is not valid: its host or port cannot be read.",
             hint="Write https://HOST:PORT/PATH with a numeric port (1-65535) and IPv6 hosts in brackets.",
-        ) from None
+        )
+    parts, port = parsed
     if parts.scheme != "https":
         raise ConfigurationError(
             f"The URL {shown!r} is not https: meshclient only speaks mutual TLS.",
@@ -116,11 +131,11 @@ def split_url(url: object) -> tuple[SplitResult, str, int]:
                                  hint="Write https://HOST:PORT/PATH.")
     host = parts.hostname
     if ":" in host:
-        try:
-            host = str(ipaddress.IPv6Address(host))
-        except ValueError:
+        v6 = _ipv6(host)
+        if v6 is None:
             raise ConfigurationError(f"The URL {shown!r} has an invalid IPv6 host.",
-                                     hint="Write IPv6 hosts in brackets, e.g. https://[fd00::7]:8080/.") from None
+                                     hint="Write IPv6 hosts in brackets, e.g. https://[fd00::7]:8080/.")
+        host = v6
     else:
         host = _check_host(host, f"The URL {shown!r}")
     if port is None:

@@ -18,8 +18,6 @@
 from __future__ import annotations
 
 import logging
-import socket
-import threading
 from dataclasses import dataclass, field
 
 import requests
@@ -41,6 +39,7 @@ from .response import MeshResponse, build_response
 from .retry import RETRY_AFTER_STATUSES, RetryPolicy, parse_retry_after
 from .route import Route, Target
 from .timing import Clock, Deadline
+from .watchdog import BodyWatchdog
 
 __all__ = ["Pipeline", "RequestOptions"]
 
@@ -137,15 +136,19 @@ class Pipeline:
             t0 = self.clock.monotonic()
             if endpoint is not None:
                 endpoint.latency.start()
+            caught: Exception | None = None
             try:
                 response, peer = self._send_once(prepared, route, timeout, options)
-            except BaseException as exc:
-                if not isinstance(exc, Exception):  # KeyboardInterrupt in a notebook: give the probe back
-                    if endpoint is not None:
-                        endpoint.latency.finish()
-                        endpoint.breaker.release()
-                    raise
-                failure = translate(exc, route, method, prepared.url, timeout)
+            except Exception as exc:
+                caught = exc
+            except BaseException:  # KeyboardInterrupt in a notebook: give the breaker probe back
+                if endpoint is not None:
+                    endpoint.latency.finish()
+                    endpoint.breaker.release()
+                raise
+            if caught is not None:
+                failure = translate(caught, route, method, prepared.url, timeout)
+                del caught  # the original (urllib3's, with the URL) must not become a chained context
                 if endpoint is not None:
                     endpoint.latency.finish()
                     endpoint.breaker.record_failure()
@@ -155,9 +158,9 @@ class Pipeline:
                 if self._retry_after_failure(failure, options, may_repeat, replay, number, method, prepared):
                     progress.exclude = endpoint
                     continue
-                error = self._deadline_error(failure, options.deadline, prepared, route)
+                error = self._final_error(failure, options.deadline, prepared, route, progress, started)
                 self._finish(prepared, route, progress, started, trace, outcome_of_error(error), error, None)
-                raise error from None
+                raise error
             elapsed = self.clock.monotonic() - t0
             status = response.status_code
             if endpoint is not None:
@@ -175,28 +178,26 @@ class Pipeline:
             if self._retry_after_status(response, options, may_repeat, replay, number, method, prepared):
                 progress.exclude = endpoint if status >= 500 else None
                 continue
+            if options.stream:
+                self._watch_streamed_body(response, route, method, prepared, timeout, options.deadline)
             outcome = outcome_of_status(status, response.headers.get("l5d-proxy-error"))
             self._finish(prepared, route, progress, started, trace, outcome, None, response)
             return response
 
     def _send_once(self, prepared: requests.PreparedRequest, route: Route, timeout: tuple[float, float],
                    options: RequestOptions) -> tuple[MeshResponse, PeerInfo | None]:
-        """One attempt on the wire, and what its connection's handshake proved. Without ``stream``, the body is read now, under a watchdog
-        that closes the socket when the deadline passes (a trickling server cannot stretch it)."""
+        """One attempt on the wire, and what its connection's handshake proved.
+
+        Without ``stream`` the body is read now, under a watchdog that shuts the socket when the
+        deadline passes (a trickling server cannot stretch the request past it).
+        """
         t0 = self.clock.monotonic()
         sent = self.pools.send(route, prepared.method or "GET", prepared.path_url, prepared.headers,
                                prepared.body, timeout)
         response = build_response(prepared, sent.raw, self.clock.monotonic() - t0)
         if options.stream:
             return response, sent.peer
-        remaining = options.deadline.remaining()
-        conn = sent.raw.connection
-        sock = getattr(conn, "sock", None)
-        watchdog = None
-        if remaining is not None and sock is not None:
-            watchdog = threading.Timer(max(0.0, remaining), _shutdown_quietly, (sock,))
-            watchdog.daemon = True
-            watchdog.start()
+        watchdog = BodyWatchdog.start(sent.raw, options.deadline.remaining())
         try:
             response.content  # noqa: B018 - read the body now, under the watchdog
         except BaseException:
@@ -206,6 +207,18 @@ class Pipeline:
             if watchdog is not None:
                 watchdog.cancel()
         return response, sent.peer
+
+    def _watch_streamed_body(self, response: MeshResponse, route: Route, method: str,
+                             prepared: requests.PreparedRequest, timeout: tuple[float, float],
+                             deadline: Deadline) -> None:
+        """``stream=True``: the caller reads the body later, still bounded by the deadline, and
+        gets meshclient errors (not urllib3's) if the read fails."""
+
+        def read_error(exc: BaseException) -> Exception:
+            failure = translate(exc, route, method, prepared.url, timeout)
+            return self._deadline_error(failure, deadline, prepared, route)
+
+        response.watch_body(BodyWatchdog.start(response.raw, deadline.remaining()), read_error)
 
     # -- decisions --------------------------------------------------------------------------
     def _attach_token(self, prepared: requests.PreparedRequest) -> str | None:
@@ -291,6 +304,16 @@ class Pipeline:
             )
         return failure.error
 
+    def _final_error(self, failure: Failure, deadline: Deadline, prepared: requests.PreparedRequest,
+                     route: Route, progress: _Progress, started: float) -> MeshError:
+        """The error to raise, saying how many attempts were made over how long when more than one."""
+        error = self._deadline_error(failure, deadline, prepared, route)
+        count = len(progress.attempts)
+        if count > 1 and type(error).__init__ is MeshError.__init__:
+            spent = self.clock.monotonic() - started
+            return type(error)(f"{error.message} ({count} attempts over {spent:.1f} s)", hint=error.hint)
+        return error
+
     # -- the record -------------------------------------------------------------------------
     def _finish(self, prepared: requests.PreparedRequest, route: Route, progress: _Progress, started: float,
                 trace: TraceContext, outcome: str, error: MeshError | None,
@@ -318,13 +341,6 @@ class Pipeline:
             except Exception:
                 log.exception("the audit sink raised; the request itself completed")
         return record
-
-
-def _shutdown_quietly(sock: socket.socket) -> None:
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
 
 
 def _trace_id(prepared: requests.PreparedRequest, trace: TraceContext) -> str:

@@ -10,7 +10,7 @@ the connection goes to another address): the application sees the host it was ad
 from __future__ import annotations
 
 import json as _json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import requests
@@ -23,6 +23,7 @@ from ..audit import TraceContext
 from ..errors import ConfigurationError
 from ..redaction import redact_url
 from .address import split_url
+from .multipart import MultipartBody
 
 __all__ = ["prepare_request", "client_default_headers", "check_headers"]
 
@@ -87,6 +88,19 @@ def _check_json(value: Any) -> None:
                                  hint="Pass dicts, lists, strings, numbers, booleans and None only.") from None
 
 
+def _checked_chunks(chunks: Iterator[Any]) -> Iterator[bytes]:
+    """A streamed ``data=`` body whose chunks are checked as they are sent (bytes, or str as UTF-8)."""
+    for chunk in chunks:
+        if isinstance(chunk, str):
+            chunk = chunk.encode("utf-8")
+        if not isinstance(chunk, (bytes, bytearray, memoryview)):
+            raise ConfigurationError(
+                f"data= yielded a {type(chunk).__name__}; a streamed body yields bytes (or str).",
+                hint="Yield bytes, e.g. line.encode() for text.",
+            )
+        yield bytes(chunk)
+
+
 def prepare_request(method: object, url: str, *, defaults: CaseInsensitiveDict[str], params: Any = None,
                     data: Any = None, json: Any = None, headers: object = None,
                     files: Any = None) -> requests.PreparedRequest:
@@ -100,6 +114,12 @@ def prepare_request(method: object, url: str, *, defaults: CaseInsensitiveDict[s
     parts, _host, _port = split_url(url)
     own = check_headers(headers, "headers")
     _check_json(json)
+    if files is not None:
+        body = MultipartBody(data, files)  # streamed: constant memory whatever the file sizes
+        own.setdefault("Content-Type", body.content_type)
+        data, files = (body if body.known_length() is not None else iter(body)), None
+    elif isinstance(data, Iterator) and not hasattr(data, "read"):
+        data = _checked_chunks(data)
     merged = merge_setting(own, defaults, dict_class=CaseInsensitiveDict)
     try:
         prepared = requests.Request(method.upper(), url, params=params, data=data, json=json,

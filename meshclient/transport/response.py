@@ -9,6 +9,7 @@ token subject, outcome).
 from __future__ import annotations
 
 import datetime
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import requests
@@ -20,6 +21,7 @@ from urllib3.response import HTTPResponse
 from ..errors import HTTPStatusError, PolicyDeniedError
 from ..redaction import redact_url
 from .record import RequestRecord
+from .watchdog import BodyWatchdog
 
 __all__ = ["MeshResponse", "build_response", "raise_for_status"]
 
@@ -31,6 +33,49 @@ class MeshResponse(requests.Response):
 
     #: attempts, verified server identity, token subject and outcome of this request
     mesh: RequestRecord | None = None
+    #: bounds a streamed body's read by the request's deadline (``stream=True``)
+    _watchdog: BodyWatchdog | None = None
+    #: turns an error while reading a streamed body into a meshclient error
+    _read_error: Callable[[BaseException], Exception] | None = None
+
+    def watch_body(self, watchdog: BodyWatchdog | None, read_error: Callable[[BaseException], Exception]) -> None:
+        """From now on (``stream=True``), reading the body is bounded by ``watchdog`` and its
+        errors are meshclient errors."""
+        self._watchdog = watchdog
+        self._read_error = read_error
+
+    def iter_content(self, chunk_size: int | None = 1, decode_unicode: bool = False) -> Iterator[Any]:
+        chunks = super().iter_content(chunk_size, decode_unicode)
+        if self._read_error is None:
+            return chunks
+        return self._translated(chunks)
+
+    def _translated(self, chunks: Iterator[Any]) -> Iterator[Any]:
+        while True:
+            error: Exception | None = None
+            try:
+                chunk = next(chunks)
+            except StopIteration:
+                self._disarm()
+                return
+            except Exception as exc:
+                error = exc
+            if error is not None:
+                self._disarm()
+                assert self._read_error is not None
+                translated = self._read_error(error)
+                del error
+                raise translated  # outside the except block: no chained context to leak
+            yield chunk
+
+    def _disarm(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+
+    def close(self) -> None:
+        self._disarm()
+        super().close()
 
     @property
     def verified_identity(self) -> str | None:

@@ -53,11 +53,15 @@ def picks(balancer: Balancer, n: int, *, release: bool = True) -> Counter[str]:
         (" pod-a.svc:81 ", ("pod-a.svc", 81)),
         ("[fd00::7]:9000", ("fd00::7", 9000)),
         ("[fd00::7]", ("fd00::7", 8080)),
-        ("fd00::7", ("fd00::7", 8080)),
     ],
 )
 def test_parse_address(text: str, expected: tuple[str, int]) -> None:
     assert parse_address(text, 8080) == expected
+
+
+def test_parse_address_wants_brackets_around_ipv6() -> None:
+    with pytest.raises(ConfigurationError, match="brackets"):  # '::1:4143' is an address of its own
+        parse_address("fd00::7", 8080)
 
 
 def test_parse_address_rejects_a_bad_port() -> None:
