@@ -13,7 +13,7 @@ from .client import DEFAULT_TIMEOUT, DIRECT_PORT, MeshClient, MeshResponse, Mesh
 from .config import ClientConfig
 from .credentials import Credentials, SameSubjectIssuerWarning
 from .credentials.issuers import IssuanceError, IssuerSource, StepCAIssuer, VaultPKIIssuer
-from .credentials.sources import FileSource, IdentitySource, SecretScopeSource, StaticSource
+from .credentials.sources import FileSource, IdentitySource, SecretScopeSource, SourceStatus, StaticSource
 from .errors import (
     ArgumentTypeError,
     CertificateExpiredError,
@@ -76,6 +76,7 @@ __all__ = [
     "SameSubjectIssuerWarning",
     "IdentitySource",
     "FileSource",
+    "SourceStatus",
     "SecretScopeSource",
     "StaticSource",
     "IssuerSource",

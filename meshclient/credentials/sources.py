@@ -28,25 +28,52 @@ import time
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..errors import CertificateValidityError, CredentialsError, KeyMismatchError, MaterialFormatError, MeshError
+from ..errors import (
+    CertificateValidityError,
+    CredentialsError,
+    KeyMismatchError,
+    MaterialFormatError,
+    MaterialNotFoundError,
+    MeshError,
+)
 from .snapshot import Credentials, SameSubjectIssuerWarning
 
-__all__ = ["IdentitySource", "StaticSource", "FileSource", "SecretScopeSource", "refresh_delay",
+__all__ = ["IdentitySource", "StaticSource", "FileSource", "SecretScopeSource", "SourceStatus", "refresh_delay",
            "MIN_REFRESH", "MAX_REFRESH"]
 
 log = logging.getLogger("meshclient.rotation")
 _S = TypeVar("_S", bound="IdentitySource")
 
 MIN_REFRESH = 10.0  # seconds (LINKERD2_PROXY_IDENTITY_MIN_REFRESH)
+#: the same renewal problem is logged at its level at most this often (seconds); DEBUG between
+REPEAT_LOG_INTERVAL = 300.0
 MAX_REFRESH = 24 * 3600.0  # seconds (LINKERD2_PROXY_IDENTITY_MAX_REFRESH)
 
 
 def refresh_delay(remaining: float, *, min_refresh: float = MIN_REFRESH, max_refresh: float = MAX_REFRESH) -> float:
     """Seconds until renewal: 70 % of the remaining lifetime, clamped like Linkerd's proxy."""
     return max(min_refresh, min(max_refresh, 0.7 * max(0.0, remaining)))
+
+
+@dataclass(frozen=True)
+class SourceStatus:
+    """A source's health, for dashboards and ``meshclient doctor`` (no secret in it)."""
+
+    description: str
+    identity: str | None  #: the identity in use
+    not_after: _dt.datetime | None
+    rotations: int
+    failures: int  #: consecutive failed renewals
+    last_error: str | None  #: the last failure's message
+    refused_identity: str | None  #: material for another identity was found and not adopted
+
+    @property
+    def healthy(self) -> bool:
+        return self.failures == 0 and self.refused_identity is None
 
 
 def _utcnow() -> _dt.datetime:
@@ -62,7 +89,10 @@ class IdentitySource(ABC):
 
     def __init__(self, *, poll_interval: float | None = 5.0, timeout: float = 30.0,
                  min_refresh: float = MIN_REFRESH, max_refresh: float = MAX_REFRESH,
-                 start: bool = True) -> None:
+                 start: bool = True, allow_identity_change: bool = False) -> None:
+        #: adopt material for another identity (off: a rotation to another workload's
+        #: certificate is refused, the current one kept, and the refusal logged and shown in status)
+        self.allow_identity_change = allow_identity_change
         self.poll_interval = poll_interval
         self.timeout = timeout
         self.min_refresh = min_refresh
@@ -84,10 +114,12 @@ class IdentitySource(ABC):
         self._thread: threading.Thread | None = None
         self._started = False
         self._rotations = 0
+        self._refused_identity: str | None = None
+        self._logged: tuple[str, float] | None = None  # (what, when) of the last renewal problem logged
 
     def __getstate__(self) -> dict[str, Any]:
         runtime = {"_lock", "_subscribers", "_snapshot", "_last_error", "_failures", "_next_refresh", "_wake",
-                   "_closed", "_thread", "_started", "_rotations"}
+                   "_closed", "_thread", "_started", "_rotations", "_refused_identity", "_logged"}
         return {k: v for k, v in self.__dict__.items() if k not in runtime}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -161,6 +193,20 @@ class IdentitySource(ABC):
         """How many times the snapshot was replaced since the first fetch."""
         return self._rotations
 
+    def status(self) -> SourceStatus:
+        """Health at a glance: the identity in use, failures, a refused identity change."""
+        snap = self._snapshot
+        err = self._last_error
+        return SourceStatus(
+            description=self.description,
+            identity=str(snap.identity) if snap is not None else None,
+            not_after=snap.not_after if snap is not None else None,
+            rotations=self._rotations,
+            failures=self._failures,
+            last_error=(getattr(err, "message", None) or type(err).__name__) if err is not None else None,
+            refused_identity=self._refused_identity,
+        )
+
     def subscribe(self, callback: Callable[[Credentials], None]) -> None:
         """Call ``callback(new_snapshot)`` after every swap (on the refresh thread)."""
         with self._lock:
@@ -211,7 +257,19 @@ class IdentitySource(ABC):
 
     # -- machinery --------------------------------------------------------------------------
     def _install(self, snapshot: Credentials, *, initial: bool = False) -> bool:
+        old_snapshot = self._snapshot
+        if (not initial and old_snapshot is not None and snapshot.identity != old_snapshot.identity
+                and not self.allow_identity_change):
+            self._refused_identity = str(snapshot.identity)
+            self._record_failure(CredentialsError(
+                f"{self.description} now holds a certificate for '{snapshot.identity}', not '{old_snapshot.identity}'; "
+                "the change of identity was refused and the current certificate is kept.",
+                hint="If the workload's identity really changed, build the source with allow_identity_change=True "
+                "(servers authorize identities: expect 403s until their policies allow the new one).",
+            ), level=logging.ERROR)
+            return False
         with self._lock:
+            self._refused_identity = None
             old = self._snapshot
             same = old is not None and old.fingerprint == snapshot.fingerprint and \
                 old.trust_anchors_pem == snapshot.trust_anchors_pem
@@ -221,6 +279,7 @@ class IdentitySource(ABC):
                     self._rotations += 1
             self._failures = 0
             self._last_error = None
+            self._logged = None
             remaining = (self._snapshot.not_after - _utcnow()).total_seconds()  # type: ignore[union-attr]
             self._next_refresh = time.monotonic() + refresh_delay(remaining, min_refresh=self.min_refresh,
                                                                   max_refresh=self.max_refresh)
@@ -235,7 +294,7 @@ class IdentitySource(ABC):
                 log.exception("%s: an update subscriber raised", self.description)
         return not same
 
-    def _record_failure(self, exc: BaseException) -> None:
+    def _record_failure(self, exc: BaseException, *, level: int | None = None) -> None:
         with self._lock:
             self._failures += 1
             self._last_error = exc
@@ -252,14 +311,23 @@ class IdentitySource(ABC):
             return
         remaining = (snapshot.not_after - _utcnow()).total_seconds()
         lifetime = max(1.0, (snapshot.not_after - snapshot.not_before).total_seconds())
-        if remaining < 0.2 * lifetime:
+        if level is None and remaining < 0.2 * lifetime:
             level = logging.ERROR  # loud: the current certificate is running out
-        elif isinstance(exc, (KeyMismatchError, MaterialFormatError)) and failures <= 3:
+        elif level is None and isinstance(exc, (KeyMismatchError, MaterialFormatError)) and failures <= 3:
             level = logging.INFO  # most likely files mid-rotation: wait for a consistent pair
-        else:
+        elif level is None:
             level = logging.WARNING
+        message = str(getattr(exc, "message", exc))
+        now = time.monotonic()
+        logged = self._logged
+        if level < logging.ERROR or remaining >= 0.2 * lifetime:
+            # the same problem, every poll, is one line per REPEAT_LOG_INTERVAL (DEBUG in between)
+            if logged is not None and logged[0] == message and now - logged[1] < REPEAT_LOG_INTERVAL:
+                level = logging.DEBUG
+            else:
+                self._logged = (message, now)
         log.log(level, "%s: renewal failed (%s: %s); still using '%s' until %s (%.0f s left), retrying",
-                self.description, type(exc).__name__, getattr(exc, "message", exc), snapshot.identity,
+                self.description, type(exc).__name__, exc, snapshot.identity,
                 f"{snapshot.not_after:%H:%M:%S} UTC", remaining)
 
     def _run(self) -> None:
@@ -277,8 +345,8 @@ class IdentitySource(ABC):
                 next_poll = now + self.poll_interval
                 try:
                     due = self._changed()
-                except OSError as exc:
-                    log.debug("%s: change detection failed: %s", self.description, exc)
+                except OSError:
+                    due = True  # e.g. a file was deleted: the fetch says which, and it is logged
             if not due:
                 continue
             try:
@@ -321,12 +389,12 @@ class FileSource(IdentitySource):
     def __init__(self, cert: str | os.PathLike[str], key: str | os.PathLike[str],
                  trust_anchors: str | os.PathLike[str], *, password: bytes | str | None = None,
                  poll_interval: float = 5.0, timeout: float = 30.0, min_refresh: float = MIN_REFRESH,
-                 max_refresh: float = MAX_REFRESH) -> None:
+                 max_refresh: float = MAX_REFRESH, allow_identity_change: bool = False) -> None:
         self.paths = (Path(cert), Path(key), Path(trust_anchors))
         self._password = password
         self._stamp: tuple[Any, ...] | None = None
         super().__init__(poll_interval=poll_interval, timeout=timeout, min_refresh=min_refresh,
-                         max_refresh=max_refresh)
+                         max_refresh=max_refresh, allow_identity_change=allow_identity_change)
 
     @property
     def description(self) -> str:
@@ -343,6 +411,10 @@ class FileSource(IdentitySource):
         return self._stat() != self._stamp
 
     def _fetch(self) -> Credentials:
+        missing = [str(p) for p in self.paths if not p.exists()]
+        if missing:
+            raise MaterialNotFoundError(f"{', '.join(missing)} no longer exist(s).",
+                                        hint="Restore the files (a rotation writes new ones in place).")
         stamp = self._stat()
         creds = Credentials.from_files(*self.paths, password=self._password)
         if self._stat() != stamp:  # changed while reading: read again next time
@@ -363,12 +435,12 @@ class SecretScopeSource(IdentitySource):
     def __init__(self, scope: str, *, cert_key: str = "tls.crt", key_key: str = "tls.key",
                  anchors_key: str = "ca.crt", workspace_client: Any | None = None,
                  poll_interval: float = 60.0, timeout: float = 30.0, min_refresh: float = MIN_REFRESH,
-                 max_refresh: float = MAX_REFRESH) -> None:
+                 max_refresh: float = MAX_REFRESH, allow_identity_change: bool = False) -> None:
         self.scope = scope
         self.keys = (cert_key, key_key, anchors_key)
         self._workspace_client = workspace_client
         super().__init__(poll_interval=poll_interval, timeout=timeout, min_refresh=min_refresh,
-                         max_refresh=max_refresh)
+                         max_refresh=max_refresh, allow_identity_change=allow_identity_change)
 
     @property
     def description(self) -> str:
