@@ -36,19 +36,19 @@ from ..credentials import Credentials, SameSubjectIssuerWarning
 from ..credentials.secret_scope import SecretReader
 from ..errors import ConnectError, MeshError, ServerIdentityError, TLSHandshakeError
 from ..identity import Identity
+from ..outbound import OutboundClient, is_network_error
 from ..redaction import redact_text
 from ..tls import PeerInfo, build_client_context, sni_for, verify_server_identity
 from ..tokens import (
     BaseTokenProvider,
     DatabricksOAuth,
-    RetryPolicy,
+    OutboundRetryPolicy,
     Token,
     TokenError,
     TokenProvider,
     discover_token_endpoint,
 )
-from ..tokens._http import new_session
-from ..tokens._util import peek_jwt
+from ..tokens.claims import peek_jwt
 from .common import (
     CERT,
     ENV_OIDC_CLIENT_SECRET,
@@ -71,6 +71,7 @@ from .common import (
     group_or_world_readable,
     key_password,
     oidc_settings,
+    outbound_settings,
     resolve,
     sdk_message,
     secret_reader,
@@ -295,7 +296,7 @@ class _Doctor:
                             f"The credentials databricks-sdk found (auth type {auth}) are wrong or expired: renew "
                             "DATABRICKS_TOKEN, or check DATABRICKS_CLIENT_ID/DATABRICKS_CLIENT_SECRET or the profile.")
                 return False
-            if _is_network_error(exc):
+            if is_network_error(exc):
                 self.r.fail("workspace", f"{where} cannot be reached: {type(exc).__name__}: {text}",
                             "Check DATABRICKS_HOST (the workspace URL) and the network path from here (proxy "
                             "variables, firewalls).")
@@ -551,7 +552,7 @@ class _Doctor:
                 cfg = databricks_config(timeout)
                 self.r.ok("token issuer", f"databricks-sdk unified auth: host {getattr(cfg, 'host', None)}, "
                           f"auth type {getattr(cfg, 'auth_type', None)}")
-                provider = DatabricksOAuth(config=cfg, retry=RetryPolicy(attempts=1))
+                provider = DatabricksOAuth(config=cfg, retries=OutboundRetryPolicy(attempts=1))
             else:
                 provider = simple_token_provider(self.args, kind, timeout)
         except MeshError as err:
@@ -585,21 +586,23 @@ class _Doctor:
         timeout = self.args.timeout
         if issuer:
             try:
-                url = discover_token_endpoint(issuer, timeout=(timeout, timeout))
+                url = discover_token_endpoint(issuer, outbound=outbound_settings(timeout))
             except MeshError as err:
                 self.r.fail("token issuer", err.message, err.hint or "Check the issuer URL and that it is reachable.")
                 return None
             self.r.ok("token issuer", f"{issuer} answers; its discovery document names token endpoint {url}")
             return url
         assert token_url is not None
+        http = OutboundClient(outbound_settings(timeout))
         try:
-            with new_session() as session:
-                resp = session.get(token_url, timeout=(timeout, timeout), allow_redirects=False)
-                resp.close()
+            resp = http.send_once("GET", token_url)
+            resp.close()
         except Exception as exc:  # requests' ConnectionError, SSLError, Timeout, InvalidURL...
             self.r.fail("token issuer", f"{token_url} cannot be reached: {type(exc).__name__}",
                         "Check the token URL and the network path (proxy variables, firewalls, the issuer's CA).")
             return None
+        finally:
+            http.close()
         if resp.status_code == 404:
             self.r.warn("token issuer", f"{token_url} answers 404 to a GET: is it the token endpoint?",
                         "Token endpoints usually answer a GET with 400 or 405; try --oidc-issuer to discover it.")
@@ -775,18 +778,6 @@ def _handshake(ctx: ssl.SSLContext, host: str, port: int, sni: str, expected: Id
     with socket.create_connection((host, port), timeout=timeout) as raw, \
             ctx.wrap_socket(raw, server_hostname=sni) as tls:
         return verify_server_identity(tls, expected, where=address)
-
-
-def _is_network_error(exc: BaseException) -> bool:
-    """Connection refused, DNS, timeouts: anywhere in the chain (the SDK wraps them)."""
-    seen: set[int] = set()
-    cur: BaseException | None = exc
-    while cur is not None and id(cur) not in seen:
-        seen.add(id(cur))
-        if isinstance(cur, (TimeoutError, ConnectionError, requests.ConnectionError, requests.Timeout)):
-            return True
-        cur = cur.__cause__ or cur.__context__
-    return False
 
 
 def _token_hint(kind: str) -> str:
