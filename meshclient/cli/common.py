@@ -28,7 +28,15 @@ from ..credentials.loaders import ENV_CERT, ENV_KEY, ENV_KEY_PASSWORD, ENV_TRUST
 from ..credentials.secret_scope import DbutilsSecretReader, SecretReader, WorkspaceSecretReader, notebook_dbutils
 from ..errors import ConfigurationError, EncryptedKeyError, MaterialNotFoundError, MeshError, SecretScopeError
 from ..redaction import redact_text
-from ..tokens import ClientCredentials, DatabricksOAuth, EnvironmentToken, FileToken, RetryPolicy, TokenProvider
+from ..tokens import (
+    ClientCredentials,
+    DatabricksOAuth,
+    EnvironmentToken,
+    FileToken,
+    OutboundRetryPolicy,
+    OutboundSettings,
+    TokenProvider,
+)
 
 __all__ = [
     "EXIT_OK",
@@ -54,6 +62,7 @@ __all__ = [
     "token_source",
     "simple_token_provider",
     "client_credentials",
+    "outbound_settings",
     "ENV_OIDC_CLIENT_SECRET",
     "DEFAULT_SECRET_KEYS",
     "resolve",
@@ -307,6 +316,14 @@ def oidc_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> OIDCS
                         audience=getattr(args, "oidc_audience", None), scope=getattr(args, "oidc_scope", None))
 
 
+def outbound_settings(timeout: float | None) -> OutboundSettings | None:
+    """With a command's ``--timeout``: that timeout and one attempt per call, so the command
+    fails within its own limit instead of retrying behind the user's back; else the defaults."""
+    if timeout is None:
+        return None
+    return OutboundSettings(timeout=(timeout, timeout), retries=OutboundRetryPolicy(attempts=1))
+
+
 def client_credentials(settings: OIDCSettings, token_url: str, timeout: float | None = None) -> ClientCredentials:
     """The client credentials provider for these settings (one attempt per fetch when ``timeout`` is set)."""
     if not settings.client_secret:
@@ -315,11 +332,8 @@ def client_credentials(settings: OIDCSettings, token_url: str, timeout: float | 
             hint=f"export {ENV_OIDC_CLIENT_SECRET}=<the client secret> (it is never read from the command line, "
             "where other users could see it in the process list).",
         )
-    kwargs: dict[str, Any] = {}
-    if timeout is not None:
-        kwargs = {"timeout": (timeout, timeout), "retry": RetryPolicy(attempts=1)}
     return ClientCredentials(token_url=token_url, client_id=settings.client_id, client_secret=settings.client_secret,
-                             audience=settings.audience, scope=settings.scope, **kwargs)
+                             audience=settings.audience, scope=settings.scope, outbound=outbound_settings(timeout))
 
 
 def simple_token_provider(args: argparse.Namespace, kind: str, timeout: float | None = None) -> TokenProvider:
@@ -329,7 +343,7 @@ def simple_token_provider(args: argparse.Namespace, kind: str, timeout: float | 
     if kind == "file":
         return FileToken(args.token_file)
     if kind == "databricks":
-        return DatabricksOAuth(config=databricks_config(timeout), retry=RetryPolicy(attempts=1))
+        return DatabricksOAuth(config=databricks_config(timeout), retries=OutboundRetryPolicy(attempts=1))
     raise ValueError(f"no simple provider for token source {kind!r}")
 
 

@@ -36,6 +36,7 @@ from .common import (
     client_credentials,
     load_credentials,
     oidc_settings,
+    outbound_settings,
     simple_token_provider,
     token_source,
 )
@@ -223,7 +224,8 @@ def _token_provider(args: argparse.Namespace, environ: Mapping[str, str] | None,
     if kind != "oidc":
         return simple_token_provider(args, kind, timeout)
     settings = oidc_settings(args, os.environ if environ is None else environ)
-    token_url = settings.token_url or discover_token_endpoint(settings.issuer or "")
+    token_url = settings.token_url or discover_token_endpoint(settings.issuer or "",
+                                                              outbound=outbound_settings(timeout))
     return client_credentials(settings, token_url, timeout)
 
 

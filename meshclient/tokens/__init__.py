@@ -1,11 +1,13 @@
 """Bearer-token providers for mesh requests, behind one small protocol and one lifecycle.
 
-Every provider gives a :class:`Token` (value + expiry; its ``repr`` never shows the value)
-through ``token()``, and the two calls ``MeshClient`` uses: ``authorization_header()`` before
-a request to a mesh destination and ``on_unauthorized(header)`` after a 401. They share one
-lifecycle (:class:`BaseTokenProvider`): refresh ahead of expiry, exactly one refresh in flight,
-keep a valid token through an issuer outage, pickle for Spark executors without locks,
-sessions, threads or cached tokens.
+``MeshClient`` makes two calls of a provider (:class:`TokenProvider`): ``token()`` before a
+request to a mesh destination (a :class:`Token`: value + expiry; its ``repr`` never shows the
+value) and ``on_unauthorized(header)`` after a 401. Every provider here shares one lifecycle
+(:class:`BaseTokenProvider`): refresh ahead of expiry, exactly one refresh in flight, keep a
+valid token through an issuer outage, pickle for Spark executors without locks, sessions,
+threads or cached tokens. Constructors take what identifies the source, plus ``refresh=``
+(:class:`RefreshSettings`) and, for providers that call an issuer, ``outbound=``
+(:class:`OutboundSettings`, with ``retries=`` an :class:`OutboundRetryPolicy`).
 
 Providers that need optional packages import them lazily: :class:`DatabricksOAuth`
 (``meshclient[databricks]``) and :class:`AwsWebIdentityToken` (``meshclient[aws]``).
@@ -13,16 +15,9 @@ Providers that need optional packages import them lazily: :class:`DatabricksOAut
 
 from __future__ import annotations
 
-from ._http import RetryPolicy
+from ..outbound import OutboundRetryPolicy, OutboundSettings
 from .aws import AwsWebIdentityToken
-from .base import (
-    DEFAULT_REFRESH_FRACTION,
-    DEFAULT_REFRESH_MARGIN,
-    BaseTokenProvider,
-    Token,
-    TokenProvider,
-    TokenState,
-)
+from .base import BaseTokenProvider
 from .databricks import DatabricksOAuth
 from .env import DEFAULT_TOKEN_VARIABLE, EnvironmentToken
 from .errors import TokenEndpointError, TokenError, TokenExpiredError, TokenUnavailableError
@@ -39,14 +34,18 @@ from .oauth import (
     TokenExchange,
     discover_token_endpoint,
 )
+from .settings import DEFAULT_REFRESH_FRACTION, DEFAULT_REFRESH_MARGIN, RefreshSettings
 from .static import StaticToken
+from .token import Token, TokenProvider, TokenState
 
 __all__ = [
     "Token",
     "TokenState",
     "TokenProvider",
     "BaseTokenProvider",
-    "RetryPolicy",
+    "RefreshSettings",
+    "OutboundSettings",
+    "OutboundRetryPolicy",
     "StaticToken",
     "EnvironmentToken",
     "FileToken",

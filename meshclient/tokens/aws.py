@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from ..errors import ConfigurationError
 from ..redaction import redact_text
-from .base import BaseTokenProvider, Clock, Sleep, Token
+from .base import BaseTokenProvider, RefreshSettings, Token
 from .errors import TokenEndpointError, TokenError, TokenUnavailableError
 
 __all__ = ["AwsWebIdentityToken"]
@@ -68,19 +68,9 @@ class AwsWebIdentityToken(BaseTokenProvider):
         profile_name: str | None = None,
         endpoint_url: str | None = None,
         client: Any = None,
-        background_refresh: bool = False,
-        refresh_margin: float = 300.0,
-        refresh_fraction: float = 0.2,
-        clock: Clock | None = None,
-        sleep: Sleep | None = None,
+        refresh: RefreshSettings | None = None,
     ) -> None:
-        super().__init__(
-            background_refresh=background_refresh,
-            refresh_margin=refresh_margin,
-            refresh_fraction=refresh_fraction,
-            clock=clock,
-            sleep=sleep,
-        )
+        super().__init__(refresh=refresh)
         if client is None:
             _boto3()  # fail early, with the install hint
         self.audience: tuple[str, ...] = (audience,) if isinstance(audience, str) else tuple(audience)

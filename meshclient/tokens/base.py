@@ -1,4 +1,4 @@
-"""The token protocol and the one lifecycle every provider shares.
+"""The one lifecycle every token provider shares (the value types are in :mod:`.token`).
 
 Modelled on google-auth's ``token_state`` (fresh / stale / invalid) and the Databricks SDK's
 ``Refreshable`` (one lock, re-check after taking it), with what both lack for a client used
@@ -21,158 +21,34 @@ by many threads and shipped to Spark executors:
 from __future__ import annotations
 
 import abc
-import datetime as _dt
-import enum
-import hashlib
 import logging
 import os
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar
 
 from ..redaction import redact_text
-from ._util import claim_exp, claim_str, fmt_ts, peek_jwt, ts_from_dt, utc_from_ts
+from .claims import fmt_ts
 from .errors import TokenError, TokenExpiredError, TokenUnavailableError
+from .settings import DEFAULT_REFRESH_FRACTION, DEFAULT_REFRESH_MARGIN, Clock, RefreshSettings, Sleep
+from .token import Token, TokenProvider, TokenState
 
 __all__ = [
+    "BaseTokenProvider",
+    "RefreshSettings",
     "Token",
     "TokenState",
     "TokenProvider",
-    "BaseTokenProvider",
     "DEFAULT_REFRESH_MARGIN",
     "DEFAULT_REFRESH_FRACTION",
+    "Clock",
+    "Sleep",
 ]
 
 log = logging.getLogger("meshclient.tokens")
-
-#: A token turns stale this long before expiry at most (seconds): the Databricks SDK's
-#: 5 minutes, which covers 99.99 % monthly availability of an issuer.
-DEFAULT_REFRESH_MARGIN = 300.0
-#: ... or this fraction of its lifetime, if smaller, so short-lived tokens are not stale at birth.
-DEFAULT_REFRESH_FRACTION = 0.2
-
-Clock = Callable[[], float]
-Sleep = Callable[[float], None]
-
-
-class TokenState(enum.Enum):
-    """Where a cached token is in its life."""
-
-    FRESH = "fresh"  #: valid and not due for refresh
-    STALE = "stale"  #: still valid, a refresh is due (callers keep using it meanwhile)
-    EXPIRED = "expired"  #: missing or past expiry: callers must wait for a new one
-
-
-def _valid_token_text(value: object) -> bool:
-    return (
-        isinstance(value, str)
-        and bool(value)
-        and value.isascii()
-        and not any(c.isspace() or ord(c) < 0x21 or ord(c) == 0x7F for c in value)
-    )
-
-
-@dataclass(frozen=True, repr=False)
-class Token:
-    """A bearer token and what is known about it; ``repr`` never shows the value.
-
-    ``expires_at`` is an aware UTC datetime or ``None`` for "does not expire" (a naive one
-    is read as UTC). ``subject``/``audience``/``scope`` are informational (from the token
-    response or the unverified JWT claims) and safe to log.
-    """
-
-    value: str
-    expires_at: _dt.datetime | None = None
-    subject: str | None = None
-    audience: str | None = None
-    scope: str | None = None
-    token_type: str = "Bearer"
-
-    def __post_init__(self) -> None:
-        if not _valid_token_text(self.value):
-            # Never echo the value: it may be a real token with a stray newline.
-            raise TokenError(
-                "Token value must be a non-empty ASCII string without whitespace or control characters.",
-                hint="Strip the trailing newline of a token read from a file or variable.",
-            )
-        if self.expires_at is not None and self.expires_at.tzinfo is None:
-            object.__setattr__(self, "expires_at", self.expires_at.replace(tzinfo=_dt.timezone.utc))
-
-    @classmethod
-    def from_value(
-        cls,
-        value: str,
-        *,
-        expires_at: _dt.datetime | None = None,
-        subject: str | None = None,
-        audience: str | None = None,
-        scope: str | None = None,
-    ) -> Token:
-        """A token whose missing details are filled from its (unverified) JWT claims, if any."""
-        if not _valid_token_text(value):
-            return cls(value)  # raises the standard message
-        claims = peek_jwt(value)
-        exp = claim_exp(claims)
-        return cls(
-            value,
-            expires_at=expires_at if expires_at is not None else (utc_from_ts(exp) if exp is not None else None),
-            subject=subject if subject is not None else claim_str(claims, "sub"),
-            audience=audience if audience is not None else claim_str(claims, "aud"),
-            scope=scope if scope is not None else (claim_str(claims, "scope") or claim_str(claims, "scp")),
-        )
-
-    @property
-    def authorization(self) -> str:
-        """The ``Authorization`` header value (always the ``Bearer`` scheme, RFC 6750)."""
-        return f"Bearer {self.value}"
-
-    @property
-    def fingerprint(self) -> str:
-        """First 12 hex digits of SHA-256 of the value: tells tokens apart in logs, reveals nothing."""
-        return hashlib.sha256(self.value.encode("ascii")).hexdigest()[:12]
-
-    @property
-    def expires_ts(self) -> float | None:
-        return None if self.expires_at is None else ts_from_dt(self.expires_at)
-
-    def expires_in(self, now: float | None = None) -> float | None:
-        """Seconds left (negative once expired), ``None`` if it does not expire."""
-        exp = self.expires_ts
-        return None if exp is None else exp - (time.time() if now is None else now)
-
-    def __repr__(self) -> str:
-        parts = [f"fingerprint={self.fingerprint!r}"]
-        if self.subject is not None:
-            parts.append(f"subject={self.subject!r}")
-        if self.audience is not None:
-            parts.append(f"audience={self.audience!r}")
-        if self.scope is not None:
-            parts.append(f"scope={self.scope!r}")
-        parts.append(f"expires_at={fmt_ts(self.expires_ts)!r}")
-        return f"Token({', '.join(parts)})"
-
-    __str__ = __repr__
-
-
-@runtime_checkable
-class TokenProvider(Protocol):
-    """What ``MeshClient`` needs from a token source. Every provider here implements it.
-
-    The client calls :meth:`authorization_header` for each request to a mesh destination and,
-    after a 401 answer, :meth:`on_unauthorized` with the header it sent; when that returns
-    ``True`` it retries the request once with a new :meth:`authorization_header`.
-    """
-
-    def token(self) -> Token: ...
-
-    def authorization_header(self) -> str: ...
-
-    def invalidate(self, token: Token | None = None) -> None: ...
-
-    def on_unauthorized(self, authorization: str | None = None) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -193,12 +69,8 @@ class _Cached:
 class BaseTokenProvider(abc.ABC):
     """The shared lifecycle. Subclasses implement :meth:`_fetch` (and :meth:`_describe`).
 
-    Args:
-        background_refresh: keep a daemon thread that refreshes each token when it turns
-            stale, so requests never see a stale one (stopped by :meth:`close`).
-        refresh_margin, refresh_fraction: the stale window, ``min(margin, fraction * lifetime)``.
-        clock: seconds since the epoch (``time.time``); tests inject a fake one.
-        sleep: how to wait between token-endpoint retries (default: interruptible by ``close()``).
+    ``refresh`` (:class:`~meshclient.tokens.RefreshSettings`) says when a token turns stale,
+    whether a background thread refreshes ahead, and which clock and sleep to use.
     """
 
     #: longest single wait of the background thread, so it notices a changed clock or close().
@@ -231,22 +103,8 @@ class BaseTokenProvider(abc.ABC):
     _closed: bool
     _warned_for: _Cached | None
 
-    def __init__(
-        self,
-        *,
-        background_refresh: bool = False,
-        refresh_margin: float = DEFAULT_REFRESH_MARGIN,
-        refresh_fraction: float = DEFAULT_REFRESH_FRACTION,
-        clock: Clock | None = None,
-        sleep: Sleep | None = None,
-    ) -> None:
-        if refresh_margin < 0 or not 0 <= refresh_fraction < 1:
-            raise ValueError("refresh_margin must be >= 0 and refresh_fraction in [0, 1)")
-        self._background = bool(background_refresh)
-        self._refresh_margin = float(refresh_margin)
-        self._refresh_fraction = float(refresh_fraction)
-        self._clock = clock
-        self._sleep_fn = sleep
+    def __init__(self, *, refresh: RefreshSettings | None = None) -> None:
+        self.refresh_settings = refresh or RefreshSettings()
         self._init_runtime()
 
     # ---- subclass hooks -------------------------------------------------------------------
@@ -271,7 +129,7 @@ class BaseTokenProvider(abc.ABC):
         if exp is None:
             return None
         lifetime = max(0.0, exp - obtained)
-        return exp - min(self._refresh_margin, self._refresh_fraction * lifetime)
+        return exp - min(self.refresh_settings.margin, self.refresh_settings.fraction * lifetime)
 
     def _rebuild(self) -> None:  # noqa: B027 - optional hook
         """Recreate what :attr:`_transient` dropped (called after unpickling)."""
@@ -287,7 +145,7 @@ class BaseTokenProvider(abc.ABC):
         """A valid token: the cached one while fresh, else after (at most) one refresh."""
         if self._closed:
             raise TokenError(f"{self._describe()} is closed.", hint="Create a new provider.")
-        if self._background and self._bg_thread is None:
+        if self.refresh_settings.background and self._bg_thread is None:
             self._start_background()
         now = self._now()
         cached = self._cached
@@ -414,12 +272,12 @@ class BaseTokenProvider(abc.ABC):
         self._forked()
 
     def _now(self) -> float:
-        return (self._clock or time.time)()
+        return (self.refresh_settings.clock or time.time)()
 
     def _sleep(self, seconds: float) -> bool:
         """Wait ``seconds``; ``False`` if the provider was closed meanwhile (stop retrying)."""
-        if self._sleep_fn is not None:
-            self._sleep_fn(seconds)
+        if self.refresh_settings.sleep is not None:
+            self.refresh_settings.sleep(seconds)
             return not self._stop.is_set()
         return not self._stop.wait(seconds)
 

@@ -23,9 +23,9 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..errors import ConfigurationError
+from ..outbound import Cancelled, OutboundRetryPolicy, RetryLater, call_with_retries, is_network_error
 from ..redaction import redact_text
-from ._http import RetryPolicy
-from .base import BaseTokenProvider, Clock, Sleep, Token
+from .base import BaseTokenProvider, RefreshSettings, Token
 from .errors import TokenEndpointError, TokenError, TokenUnavailableError
 
 __all__ = ["DatabricksOAuth"]
@@ -80,21 +80,11 @@ class DatabricksOAuth(BaseTokenProvider):
         profile: str | None = None,
         config: Any = None,
         recheck_interval: float = 60.0,
-        retry: RetryPolicy | None = None,
-        background_refresh: bool = False,
-        refresh_margin: float = 300.0,
-        refresh_fraction: float = 0.2,
-        clock: Clock | None = None,
-        sleep: Sleep | None = None,
+        retries: OutboundRetryPolicy | None = None,
+        refresh: RefreshSettings | None = None,
         **config_kwargs: Any,
     ) -> None:
-        super().__init__(
-            background_refresh=background_refresh,
-            refresh_margin=refresh_margin,
-            refresh_fraction=refresh_fraction,
-            clock=clock,
-            sleep=sleep,
-        )
+        super().__init__(refresh=refresh)
         _sdk_config_class()  # fail early, with the install hint, if the extra is missing
         settings = {
             k: v
@@ -109,7 +99,7 @@ class DatabricksOAuth(BaseTokenProvider):
         self._settings: dict[str, Any] = settings
         self._config: Any = config
         self.recheck_interval = float(recheck_interval)
-        self.retry = retry or RetryPolicy()
+        self.retries = retries or OutboundRetryPolicy()
 
     @classmethod
     def from_workspace_client(cls, client: Any, **kwargs: Any) -> DatabricksOAuth:
@@ -152,39 +142,45 @@ class DatabricksOAuth(BaseTokenProvider):
 
     # ---- fetching -------------------------------------------------------------------------
     def _fetch(self) -> Token:
-        last = ""
-        for attempt in range(self.retry.attempts):
+        def attempt() -> Token:
             try:
                 return self._fetch_once()
             except TokenError:
                 raise
             except Exception as exc:
-                text = redact_text(str(exc), self._secrets())
-                last = f"{type(exc).__name__}: {text}"
-                fatal = _FATAL_OAUTH.search(text)
-                if fatal:
-                    raise TokenEndpointError(
-                        f"{self._describe()}: Databricks refused the token request: {text.rstrip('.')}.",
-                        token_url=str(self._setting("host") or "the Databricks host"),
-                        client_id=self._setting("client_id"),
-                        error=fatal.group(1),
-                        hint="Check the service principal's client_id / secret, or the auth settings "
-                        "(auth_type, profile, DATABRICKS_* variables).",
-                    ) from None
-                if isinstance(exc, (ValueError, TypeError)) and not _RETRYABLE.search(text) and not _is_network(exc):
-                    raise TokenError(
-                        f"{self._describe()}: databricks-sdk could not authenticate: {text.rstrip('.')}.",
-                        hint="Check host and credentials (auth_type, client_id/client_secret, profile or "
-                        "DATABRICKS_* variables). Notebook-native auth works on a cluster driver only.",
-                    ) from None
-            if attempt + 1 < self.retry.attempts and not self._sleep(self.retry.backoff(attempt)):
-                break
-        raise TokenUnavailableError(
-            f"{self._describe()}: no token from databricks-sdk after {self.retry.attempts} attempt(s); "
-            f"last: {last.rstrip('.')}.",
-            hint="The workspace or its OIDC endpoint is unreachable or failing; a still-valid cached token "
-            "stays in use meanwhile.",
-        )
+                raise self._classify(exc) from None
+
+        try:
+            return call_with_retries(attempt, policy=self.retries, sleep=self._sleep,
+                                     what=f"{self._describe()}: databricks-sdk authentication")
+        except (RetryLater, Cancelled) as last:
+            raise TokenUnavailableError(
+                f"{self._describe()}: no token from databricks-sdk after {last.attempts} attempt(s); "
+                f"last: {last.reason.rstrip('.')}.",
+                hint="The workspace or its OIDC endpoint is unreachable or failing; a still-valid cached token "
+                "stays in use meanwhile.",
+            ) from None
+
+    def _classify(self, exc: Exception) -> Exception:
+        """What an SDK failure means: refused for good, misconfigured, or worth another try."""
+        text = redact_text(str(exc), self._secrets())
+        fatal = _FATAL_OAUTH.search(text)
+        if fatal:
+            return TokenEndpointError(
+                f"{self._describe()}: Databricks refused the token request: {text.rstrip('.')}.",
+                token_url=str(self._setting("host") or "the Databricks host"),
+                client_id=self._setting("client_id"),
+                error=fatal.group(1),
+                hint="Check the service principal's client_id / secret, or the auth settings "
+                "(auth_type, profile, DATABRICKS_* variables).",
+            )
+        if isinstance(exc, (ValueError, TypeError)) and not _RETRYABLE.search(text) and not is_network_error(exc):
+            return TokenError(
+                f"{self._describe()}: databricks-sdk could not authenticate: {text.rstrip('.')}.",
+                hint="Check host and credentials (auth_type, client_id/client_secret, profile or "
+                "DATABRICKS_* variables). Notebook-native auth works on a cluster driver only.",
+            )
+        return RetryLater(f"{type(exc).__name__}: {text}", error=exc)
 
     def _fetch_once(self) -> Token:
         cfg = self._get_config()
@@ -225,17 +221,3 @@ class DatabricksOAuth(BaseTokenProvider):
     def _rebuild(self) -> None:
         self._config = None
 
-
-def _is_network(exc: BaseException) -> bool:
-    try:
-        import requests
-    except ImportError:  # pragma: no cover - requests is a core dependency
-        return False
-    seen: set[int] = set()
-    cur: BaseException | None = exc
-    while cur is not None and id(cur) not in seen:
-        seen.add(id(cur))
-        if isinstance(cur, (requests.ConnectionError, requests.Timeout, ConnectionError, TimeoutError)):
-            return True
-        cur = cur.__cause__ or cur.__context__
-    return False

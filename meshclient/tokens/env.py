@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 
-from .base import BaseTokenProvider, Clock, Token
+from .base import BaseTokenProvider, RefreshSettings, Token
 from .errors import TokenError
 
 __all__ = ["EnvironmentToken", "DEFAULT_TOKEN_VARIABLE"]
@@ -21,8 +21,8 @@ class EnvironmentToken(BaseTokenProvider):
     backed by a secret reference). A JWT's ``exp`` claim is honoured.
     """
 
-    def __init__(self, var: str = DEFAULT_TOKEN_VARIABLE, *, clock: Clock | None = None) -> None:
-        super().__init__(clock=clock)
+    def __init__(self, var: str = DEFAULT_TOKEN_VARIABLE, *, refresh: RefreshSettings | None = None) -> None:
+        super().__init__(refresh=refresh)
         if not var:
             raise ValueError("var must name an environment variable")
         self.var = var

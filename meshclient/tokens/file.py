@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 
-from .base import BaseTokenProvider, Clock, Token
+from .base import BaseTokenProvider, RefreshSettings, Token
 from .errors import TokenError
 
 __all__ = ["FileToken"]
@@ -27,8 +27,8 @@ class FileToken(BaseTokenProvider):
     is also re-read when its token turns stale or expires. Pickling ships the path only.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, clock: Clock | None = None) -> None:
-        super().__init__(clock=clock)
+    def __init__(self, path: str | os.PathLike[str], *, refresh: RefreshSettings | None = None) -> None:
+        super().__init__(refresh=refresh)
         self.path = os.fspath(path)
         self._seen: tuple[tuple[int, int, int, int], str] | None = None
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as _dt
 from collections.abc import Iterable
 
-from .base import BaseTokenProvider, Clock, Token
+from .base import BaseTokenProvider, RefreshSettings, Token
 
 __all__ = ["StaticToken"]
 
@@ -25,9 +25,9 @@ class StaticToken(BaseTokenProvider):
         expires_at: _dt.datetime | None = None,
         subject: str | None = None,
         audience: str | None = None,
-        clock: Clock | None = None,
+        refresh: RefreshSettings | None = None,
     ) -> None:
-        super().__init__(clock=clock)
+        super().__init__(refresh=refresh)
         self._value = Token.from_value(value, expires_at=expires_at, subject=subject, audience=audience)
 
     def _fetch(self) -> Token:

@@ -47,10 +47,9 @@ from meshclient.sandbox.httpserver import Request, Response, SandboxHTTPServer
 from meshclient.sandbox.oidc import OIDCIssuer, TokenValidator
 from meshclient.sandbox.pki import SandboxPKI
 from meshclient.sandbox.vault import SandboxVault, parse_duration, sign_linkerd_leaf
-from meshclient.tokens import ClientCredentials, StaticToken
-from meshclient.tokens import RetryPolicy as HTTPRetry
+from meshclient.tokens import ClientCredentials, OutboundRetryPolicy, StaticToken
 
-FAST = HTTPRetry(attempts=3, initial_backoff=0.01, max_backoff=0.02)
+FAST = OutboundRetryPolicy(attempts=3, initial_backoff=0.01, max_backoff=0.02)
 LONG_ID = "a-service-account-with-a-long-name.ml-team.serviceaccount.identity.linkerd.cluster.local"
 
 
@@ -226,7 +225,7 @@ def test_refused_cached_vault_token_means_one_new_login(pki: SandboxPKI, vault: 
 
 
 def test_5xx_is_retried_with_backoff(pki: SandboxPKI, vault: SandboxVault, oidc: OIDCIssuer) -> None:
-    issuer = VaultPKIIssuer(vault.url, role="ml-team", retry=FAST)
+    issuer = VaultPKIIssuer(vault.url, role="ml-team", retries=FAST)
     jwt = oidc.issue_token(OIDC_CLIENT, audience=VAULT_AUDIENCE)
     ident = Identity.parse(CLIENT_ID)
     issuer.sign(new_key_and_csr(ident)[1], ident, jwt)  # logs in, caches the Vault token
@@ -242,7 +241,7 @@ def test_5xx_is_retried_with_backoff(pki: SandboxPKI, vault: SandboxVault, oidc:
 def test_unreachable_issuer_is_a_retryable_error_naming_the_address() -> None:
     with SandboxHTTPServer() as server:
         url = server.url  # a port nothing listens on once stopped
-    issuer = VaultPKIIssuer(url, role="ml-team", retry=FAST, timeout=2.0)
+    issuer = VaultPKIIssuer(url, role="ml-team", retries=FAST, timeout=2.0)
     ident = Identity.parse(CLIENT_ID)
     with pytest.raises(IssuanceError) as err:
         issuer.sign(new_key_and_csr(ident)[1], ident, "header.payload.signature")
@@ -458,7 +457,7 @@ def test_pickled_issuer_and_source_carry_no_session_token_or_key(pki: SandboxPKI
 def test_no_secret_in_logs_errors_or_reprs(pki: SandboxPKI, vault: SandboxVault, oidc: OIDCIssuer,
                                           jwt_provider: ClientCredentials, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
-    issuer = VaultPKIIssuer(vault.url, role="ml-team", retry=FAST)
+    issuer = VaultPKIIssuer(vault.url, role="ml-team", retries=FAST)
     source = IssuerSource(issuer, CLIENT_ID, token=jwt_provider, trust_anchors=pki.trust_anchors_pem,
                           min_refresh=0.1)
     texts: list[str] = []

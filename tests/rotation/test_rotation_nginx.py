@@ -32,8 +32,7 @@ from meshclient.credentials.issuers import IssuerSource, VaultPKIIssuer
 from meshclient.sandbox.nginx import NginxPeer
 from meshclient.sandbox.pki import SandboxPKI
 from meshclient.sandbox.vault import SandboxVault
-from meshclient.tokens import ClientCredentials
-from meshclient.tokens import RetryPolicy as HTTPRetry
+from meshclient.tokens import ClientCredentials, OutboundRetryPolicy
 
 pytestmark = [pytest.mark.peers, pytest.mark.slow]
 
@@ -156,7 +155,7 @@ def test_issuer_down_at_renewal(pki: SandboxPKI, nginx: NginxPeer, vault: Sandbo
     """Outage at renewal time: the old certificate serves until expiry, then a clear
     CertificateValidityError; requests resume as soon as the issuer answers again."""
     vault.ttl = 4
-    issuer = VaultPKIIssuer(vault.url, role="ml-team", retry=HTTPRetry(attempts=1))
+    issuer = VaultPKIIssuer(vault.url, role="ml-team", retries=OutboundRetryPolicy(attempts=1))
     source = IssuerSource(issuer, CLIENT_ID, token=jwt_provider, trust_anchors=pki.trust_anchors_pem,
                           min_refresh=0.3)
     client = MeshClient(source)

@@ -20,7 +20,13 @@ from tokens_helpers import FakeClock
 
 from meshclient import ConfigurationError
 from meshclient.jose import sign_jwt
-from meshclient.tokens import AwsWebIdentityToken, TokenEndpointError, TokenError, TokenUnavailableError
+from meshclient.tokens import (
+    AwsWebIdentityToken,
+    RefreshSettings,
+    TokenEndpointError,
+    TokenError,
+    TokenUnavailableError,
+)
 
 boto3 = pytest.importorskip("boto3")
 stub = pytest.importorskip("botocore.stub")
@@ -65,7 +71,9 @@ def test_token_from_sts(sts: tuple[Any, Any], clock: FakeClock) -> None:
             "Tags": [{"Key": "team", "Value": "ml"}],
         },
     )
-    p = AwsWebIdentityToken("mesh-services", duration_seconds=300, tags={"team": "ml"}, client=client, clock=clock)
+    p = AwsWebIdentityToken(
+        "mesh-services", duration_seconds=300, tags={"team": "ml"}, client=client, refresh=RefreshSettings(clock=clock)
+    )
     t = p.token()
     assert t.value == value and t.subject == ROLE and t.expires_at == expiry
     assert p.token() is t  # cached: one STS call
@@ -76,7 +84,9 @@ def test_refresh_when_stale(sts: tuple[Any, Any], clock: FakeClock) -> None:
     client, stubber = sts
     first, exp1 = web_identity_jwt(clock)
     stubber.add_response("get_web_identity_token", {"WebIdentityToken": first, "Expiration": exp1})
-    p = AwsWebIdentityToken(["mesh-services", "scoring"], signing_algorithm="RS256", client=client, clock=clock)
+    p = AwsWebIdentityToken(
+        ["mesh-services", "scoring"], signing_algorithm="RS256", client=client, refresh=RefreshSettings(clock=clock)
+    )
     assert p.token().value == first
     clock.advance(300)  # expired
     second, exp2 = web_identity_jwt(clock)
@@ -98,7 +108,7 @@ def test_sts_errors(sts: tuple[Any, Any], clock: FakeClock, code: str, status: i
     stubber.add_client_error(
         "get_web_identity_token", service_error_code=code, service_message="nope", http_status_code=status
     )
-    p = AwsWebIdentityToken("mesh-services", client=client, clock=clock)
+    p = AwsWebIdentityToken("mesh-services", client=client, refresh=RefreshSettings(clock=clock))
     with pytest.raises(error) as info:
         p.token()
     assert code in str(info.value) and hint in (info.value.hint or "")
@@ -106,7 +116,9 @@ def test_sts_errors(sts: tuple[Any, Any], clock: FakeClock, code: str, status: i
 
 def test_pickled_without_the_client(sts: tuple[Any, Any], clock: FakeClock) -> None:
     client, _ = sts
-    p = AwsWebIdentityToken("mesh-services", region_name="eu-west-1", client=client, clock=clock)
+    p = AwsWebIdentityToken(
+        "mesh-services", region_name="eu-west-1", client=client, refresh=RefreshSettings(clock=clock)
+    )
     q = pickle.loads(pickle.dumps(p))
     assert q._client is None and q.region_name == "eu-west-1"
     assert q._get_client().meta.region_name == "eu-west-1"  # rebuilt from the settings on arrival

@@ -15,7 +15,7 @@ from tokens_helpers import FakeClock
 from meshclient import ConfigurationError
 from meshclient.jose import verify_jwt
 from meshclient.sandbox.workspace import WorkspaceEmulator
-from meshclient.tokens import DatabricksOAuth, TokenEndpointError, TokenError, TokenState
+from meshclient.tokens import DatabricksOAuth, RefreshSettings, TokenEndpointError, TokenError, TokenState
 from meshclient.tokens.databricks import _aware
 
 pytest.importorskip("databricks.sdk")
@@ -86,7 +86,11 @@ def test_sdk_without_oauth_token_uses_the_authenticate_header(
 def test_the_sdk_cache_is_asked_again_every_recheck_interval(workspace: WorkspaceEmulator) -> None:
     clock = FakeClock(dt.datetime.now(dt.timezone.utc).timestamp())
     p = DatabricksOAuth(
-        host=workspace.url, client_id="etl-sp-app-id", client_secret=SP_SECRET, clock=clock, recheck_interval=60
+        host=workspace.url,
+        client_id="etl-sp-app-id",
+        client_secret=SP_SECRET,
+        refresh=RefreshSettings(clock=clock),
+        recheck_interval=60,
     )
     first = p.token()
     clock.advance(61)

@@ -17,7 +17,9 @@ from meshclient import MeshError
 from meshclient.sandbox.oidc import OIDCIssuer
 from meshclient.tokens import (
     ClientCredentials,
-    RetryPolicy,
+    OutboundRetryPolicy,
+    OutboundSettings,
+    RefreshSettings,
     StaticToken,
     Token,
     TokenEndpointError,
@@ -31,9 +33,14 @@ from meshclient.tokens import (
 STALE_AT = LIFETIME - min(300.0, 0.2 * LIFETIME)  # 240 s into a 300 s token
 
 
-def provider(issuer: OIDCIssuer, clock: FakeClock, sleeps: RecordingSleep, **kw: object) -> ClientCredentials:
+def provider(
+    issuer: OIDCIssuer, clock: FakeClock, sleeps: RecordingSleep, *, background: bool = False
+) -> ClientCredentials:
     return ClientCredentials(
-        token_url=issuer.token_url, client_id=CLIENT_ID, client_secret=SECRET, clock=clock, sleep=sleeps, **kw
+        token_url=issuer.token_url,
+        client_id=CLIENT_ID,
+        client_secret=SECRET,
+        refresh=RefreshSettings(clock=clock, sleep=sleeps, background=background),
     )
 
 
@@ -88,7 +95,7 @@ def test_states_and_refresh_window(issuer: OIDCIssuer, clock: FakeClock, sleeps:
 def test_refresh_window_is_five_minutes_for_long_tokens(clock: FakeClock) -> None:
     # 1 h token: 20 % would be 12 min, the 5 min cap wins.
     t = Token("x.y", expires_at=dt.datetime.fromtimestamp(clock() + 3600, dt.timezone.utc))
-    p = StaticToken("x.y", expires_at=t.expires_at, clock=clock)
+    p = StaticToken("x.y", expires_at=t.expires_at, refresh=RefreshSettings(clock=clock))
     p.token()
     clock.advance(3600 - 300 - 1)
     assert p.state is TokenState.FRESH
@@ -202,7 +209,7 @@ def test_an_issuer_outage_is_survived_until_expiry_then_a_clear_error(
     clock.advance(STALE_AT + 1)
     assert p.token() is cached  # stale but valid: served at once, refresh runs aside
     join_refresh(p)
-    attempts = RetryPolicy().attempts
+    attempts = OutboundRetryPolicy().attempts
     assert issuer.token_requests == 1 + attempts  # the background refresh retried, then gave up
     clock.advance(LIFETIME - STALE_AT - 2)  # one second before expiry
     assert p.token() is cached
@@ -279,7 +286,7 @@ def test_5xx_is_retried_with_exponential_backoff_and_jitter(
     p = provider(issuer, clock, sleeps)
     p.token()
     assert issuer.token_requests == 4
-    policy = RetryPolicy()
+    policy = OutboundRetryPolicy()
     assert len(sleeps.calls) == 3
     for i, s in enumerate(sleeps.calls):
         full = policy.initial_backoff * policy.multiplier**i
@@ -287,18 +294,21 @@ def test_5xx_is_retried_with_exponential_backoff_and_jitter(
 
 
 def test_retry_after_as_http_date(issuer: OIDCIssuer, clock: FakeClock, sleeps: RecordingSleep) -> None:
-    from meshclient.tokens._http import parse_retry_after
+    from meshclient.retry_after import parse_retry_after
 
-    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", 1445412470.0) == pytest.approx(10.0)
-    assert parse_retry_after("12", 0) == 12.0
-    assert parse_retry_after("soon", 0) is None
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0) == pytest.approx(10.0)
+    assert parse_retry_after("12", now=0) == 12.0
+    assert parse_retry_after("soon", now=0) is None
 
 
 def test_invalid_client_is_not_retried_and_names_url_and_client(
     issuer: OIDCIssuer, clock: FakeClock, sleeps: RecordingSleep
 ) -> None:
     p = ClientCredentials(
-        token_url=issuer.token_url, client_id=CLIENT_ID, client_secret="wrong-secret-value", clock=clock, sleep=sleeps
+        token_url=issuer.token_url,
+        client_id=CLIENT_ID,
+        client_secret="wrong-secret-value",
+        refresh=RefreshSettings(clock=clock, sleep=sleeps),
     )
     with pytest.raises(TokenEndpointError) as info:
         p.token()
@@ -320,9 +330,8 @@ def test_connection_refused_becomes_a_token_error(clock: FakeClock, sleeps: Reco
         token_url=f"http://127.0.0.1:{port}/token",
         client_id=CLIENT_ID,
         client_secret=SECRET,
-        clock=clock,
-        sleep=sleeps,
-        retry=RetryPolicy(attempts=2),
+        refresh=RefreshSettings(clock=clock, sleep=sleeps),
+        outbound=OutboundSettings(retries=OutboundRetryPolicy(attempts=2)),
     )
     with pytest.raises(TokenUnavailableError, match="2 attempt") as info:
         p.token()
@@ -382,7 +391,7 @@ def test_a_static_token_says_a_retry_is_pointless() -> None:
 def test_background_refresh_renews_a_stale_token_and_stops_on_close(
     issuer: OIDCIssuer, clock: FakeClock, sleeps: RecordingSleep
 ) -> None:
-    p = provider(issuer, clock, sleeps, background_refresh=True)
+    p = provider(issuer, clock, sleeps, background=True)
     p._bg_tick = 0.01  # re-read the fake clock often
     first = p.token()
     thread = p._bg_thread
@@ -413,7 +422,7 @@ def test_a_forked_child_gets_new_locks_and_keeps_the_token(
     deadlock the child, and the child must not reuse the parent's pooled connections."""
     p = provider(issuer, clock, sleeps)
     cached = p.token()
-    parent_session = p._session
+    parent_session = p._http._session
     read, write = os.pipe()
     with p._cond:  # held across the fork, as another thread might
         pid = os.fork()
@@ -423,7 +432,7 @@ def test_a_forked_child_gets_new_locks_and_keeps_the_token(
                 same = p.token() is cached
                 p.invalidate()
                 fresh = p.token()
-                fine = same and fresh.value != cached.value and p._session is not parent_session
+                fine = same and fresh.value != cached.value and p._http._session is not parent_session
                 code = 0 if fine else 2
             finally:
                 os.write(write, bytes([code]))

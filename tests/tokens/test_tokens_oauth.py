@@ -17,6 +17,7 @@ from meshclient.tokens import (
     BaseTokenProvider,
     ClientCredentials,
     FileToken,
+    RefreshSettings,
     Token,
     TokenEndpointError,
     TokenExchange,
@@ -38,8 +39,7 @@ def test_client_secret_methods(issuer: OIDCIssuer, clock: FakeClock, sleeps: Rec
         client_secret=SECRET,
         auth_method=method,
         scope=["mesh.read"],
-        clock=clock,
-        sleep=sleeps,
+        refresh=RefreshSettings(clock=clock, sleep=sleeps),
     )  # type: ignore[arg-type]
     t = p.token()
     claims = verified(issuer, t, clock)
@@ -48,7 +48,9 @@ def test_client_secret_methods(issuer: OIDCIssuer, clock: FakeClock, sleeps: Rec
 
 
 def test_client_secret_basic_is_the_default(issuer: OIDCIssuer, clock: FakeClock) -> None:
-    p = ClientCredentials(token_url=issuer.token_url, client_id=CLIENT_ID, client_secret=SECRET, clock=clock)
+    p = ClientCredentials(
+        token_url=issuer.token_url, client_id=CLIENT_ID, client_secret=SECRET, refresh=RefreshSettings(clock=clock)
+    )
     assert p.auth_method == "client_secret_basic"
     assert p.token().subject == CLIENT_ID
 
@@ -58,7 +60,11 @@ def test_private_key_jwt_es256(issuer: OIDCIssuer, clock: FakeClock, client_key:
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
     p = ClientCredentials(
-        token_url=issuer.token_url, client_id="jwt-client", private_key=pem.decode(), scope="mesh.read", clock=clock
+        token_url=issuer.token_url,
+        client_id="jwt-client",
+        private_key=pem.decode(),
+        scope="mesh.read",
+        refresh=RefreshSettings(clock=clock),
     )
     assert p.auth_method == "private_key_jwt"
     first = p.token()
@@ -81,7 +87,7 @@ def test_private_key_jwt_rs256_with_kid_and_encrypted_pem(issuer: OIDCIssuer, cl
         private_key=pem,
         private_key_password="pw",
         key_id="k1",
-        clock=clock,
+        refresh=RefreshSettings(clock=clock),
     )
     assert verified(issuer, p.token(), clock)["sub"] == "rsa-client"
 
@@ -90,7 +96,11 @@ def test_private_key_jwt_assertion_shape(
     issuer: OIDCIssuer, clock: FakeClock, client_key: ec.EllipticCurvePrivateKey
 ) -> None:
     p = ClientCredentials(
-        token_url=issuer.token_url, client_id="jwt-client", private_key=client_key, key_id="my-kid", clock=clock
+        token_url=issuer.token_url,
+        client_id="jwt-client",
+        private_key=client_key,
+        key_id="my-kid",
+        refresh=RefreshSettings(clock=clock),
     )
     assertion = p._assertion()
     header, claims = unverified_header(assertion), unverified_claims(assertion)
@@ -103,7 +113,9 @@ def test_private_key_jwt_assertion_shape(
 
 def test_wrong_key_is_invalid_client(issuer: OIDCIssuer, clock: FakeClock) -> None:
     other = ec.generate_private_key(ec.SECP256R1())
-    p = ClientCredentials(token_url=issuer.token_url, client_id="jwt-client", private_key=other, clock=clock)
+    p = ClientCredentials(
+        token_url=issuer.token_url, client_id="jwt-client", private_key=other, refresh=RefreshSettings(clock=clock)
+    )
     with pytest.raises(TokenEndpointError) as info:
         p.token()
     assert info.value.error == "invalid_client" and "jwt-client" in str(info.value)
@@ -111,7 +123,11 @@ def test_wrong_key_is_invalid_client(issuer: OIDCIssuer, clock: FakeClock) -> No
 
 def test_audience_and_invalid_scope(issuer: OIDCIssuer, clock: FakeClock) -> None:
     p = ClientCredentials(
-        token_url=issuer.token_url, client_id=CLIENT_ID, client_secret=SECRET, scope="admin", clock=clock
+        token_url=issuer.token_url,
+        client_id=CLIENT_ID,
+        client_secret=SECRET,
+        scope="admin",
+        refresh=RefreshSettings(clock=clock),
     )
     with pytest.raises(TokenEndpointError) as info:
         p.token()
@@ -120,7 +136,9 @@ def test_audience_and_invalid_scope(issuer: OIDCIssuer, clock: FakeClock) -> Non
 
 def test_discovery(issuer: OIDCIssuer, clock: FakeClock) -> None:
     assert discover_token_endpoint(issuer.issuer) == issuer.token_url
-    p = ClientCredentials.from_issuer(issuer.issuer, client_id=CLIENT_ID, client_secret=SECRET, clock=clock)
+    p = ClientCredentials.from_issuer(
+        issuer.issuer, client_id=CLIENT_ID, client_secret=SECRET, refresh=RefreshSettings(clock=clock)
+    )
     assert p.token_url == issuer.token_url and p.token().subject == CLIENT_ID
 
 
@@ -128,7 +146,9 @@ def test_discovery(issuer: OIDCIssuer, clock: FakeClock) -> None:
 
 
 def test_token_exchange_with_a_provider_as_subject(issuer: OIDCIssuer, clock: FakeClock) -> None:
-    subject = ClientCredentials(token_url=issuer.token_url, client_id=CLIENT_ID, client_secret=SECRET, clock=clock)
+    subject = ClientCredentials(
+        token_url=issuer.token_url, client_id=CLIENT_ID, client_secret=SECRET, refresh=RefreshSettings(clock=clock)
+    )
     x = TokenExchange(
         token_url=issuer.token_url,
         subject_token=subject,
@@ -136,7 +156,7 @@ def test_token_exchange_with_a_provider_as_subject(issuer: OIDCIssuer, clock: Fa
         audience="scoring",
         client_id=CLIENT_ID,
         client_secret=SECRET,
-        clock=clock,
+        refresh=RefreshSettings(clock=clock),
     )
     t = x.token()
     claims = verified(issuer, t, clock, audience="scoring")
@@ -153,14 +173,14 @@ def test_token_exchange_of_a_service_account_token_file_with_private_key_jwt(
     path.write_text(sa_token + "\n")
     x = TokenExchange(
         token_url=issuer.token_url,
-        subject_token=FileToken(path, clock=clock),
+        subject_token=FileToken(path, refresh=RefreshSettings(clock=clock)),
         subject_token_type=TOKEN_TYPE_JWT,
         requested_token_type=TOKEN_TYPE_ACCESS_TOKEN,
         audience="scoring",
         scope="mesh.read",
         client_id="jwt-client",
         private_key=client_key,
-        clock=clock,
+        refresh=RefreshSettings(clock=clock),
     )
     t = x.token()
     claims = verified(issuer, t, clock, audience="scoring")
@@ -172,7 +192,7 @@ class _Sequence(BaseTokenProvider):
     """A subject provider handing out the given tokens in order, one per fetch."""
 
     def __init__(self, *values: str, clock: FakeClock) -> None:
-        super().__init__(clock=clock)
+        super().__init__(refresh=RefreshSettings(clock=clock))
         self.values = list(values)
         self.fetches = 0
 
@@ -198,7 +218,11 @@ def test_invalid_grant_invalidates_the_subject_and_retries_once(issuer: OIDCIssu
     good = issuer.issue_token("svc-a")
     subject = _Sequence(forged(issuer, clock, "svc-a"), good, clock=clock)
     x = TokenExchange(
-        token_url=issuer.token_url, subject_token=subject, client_id=CLIENT_ID, client_secret=SECRET, clock=clock
+        token_url=issuer.token_url,
+        subject_token=subject,
+        client_id=CLIENT_ID,
+        client_secret=SECRET,
+        refresh=RefreshSettings(clock=clock),
     )
     assert verified(issuer, x.token(), clock)["sub"] == "svc-a"
     assert subject.fetches == 2 and issuer.token_requests == 2
@@ -211,7 +235,7 @@ def test_invalid_grant_twice_is_reported(issuer: OIDCIssuer, clock: FakeClock) -
         subject_token=_Sequence(bad, bad, clock=clock),
         client_id=CLIENT_ID,
         client_secret=SECRET,
-        clock=clock,
+        refresh=RefreshSettings(clock=clock),
     )
     with pytest.raises(TokenEndpointError) as info:
         x.token()
@@ -225,7 +249,7 @@ def test_token_exchange_with_a_string_subject(issuer: OIDCIssuer, clock: FakeClo
         subject_token=issuer.issue_token("svc-b"),
         client_id=CLIENT_ID,
         client_secret=SECRET,
-        clock=clock,
+        refresh=RefreshSettings(clock=clock),
     )
     assert x.token().subject == "svc-b"
     assert "fingerprint=" in repr(x)  # the subject is a StaticToken: repr shows a fingerprint only
@@ -248,7 +272,12 @@ class _Redirector(SandboxHTTPServer):
 
 def test_a_redirect_is_not_followed(issuer: OIDCIssuer, clock: FakeClock) -> None:
     with _Redirector("http://localhost:1/steal") as evil:
-        p = ClientCredentials(token_url=f"{evil.url}/token", client_id=CLIENT_ID, client_secret=SECRET, clock=clock)
+        p = ClientCredentials(
+            token_url=f"{evil.url}/token",
+            client_id=CLIENT_ID,
+            client_secret=SECRET,
+            refresh=RefreshSettings(clock=clock),
+        )
         with pytest.raises(TokenEndpointError, match="redirect") as info:
             p.token()
         assert evil.hits == 1 and info.value.status == 307 and "localhost" in str(info.value)
@@ -326,7 +355,7 @@ def test_wire_format_of_a_client_credentials_request(clock: FakeClock) -> None:
             audience="mesh",
             resource=["https://r1", "https://r2"],
             extra_params={"tenant": "t1"},
-            clock=clock,
+            refresh=RefreshSettings(clock=clock),
         )
         t = p.token()
         req = rec.requests[0]
@@ -352,7 +381,11 @@ def test_a_token_without_expiry_gets_the_default_lifetime(clock: FakeClock) -> N
 
     with _NoExpiry() as srv:
         p = ClientCredentials(
-            token_url=f"{srv.url}/token", client_id="c", client_secret="s", clock=clock, default_lifetime=120
+            token_url=f"{srv.url}/token",
+            client_id="c",
+            client_secret="s",
+            refresh=RefreshSettings(clock=clock),
+            default_lifetime=120,
         )
         assert p.token().expires_in(clock()) == pytest.approx(120)
 
@@ -371,6 +404,8 @@ def test_unusable_token_responses(clock: FakeClock, body: object, match: str) ->
             return Response.json(body)
 
     with _Odd() as srv:
-        p = ClientCredentials(token_url=f"{srv.url}/token", client_id="c", client_secret="s", clock=clock)
+        p = ClientCredentials(
+            token_url=f"{srv.url}/token", client_id="c", client_secret="s", refresh=RefreshSettings(clock=clock)
+        )
         with pytest.raises(TokenEndpointError, match=match):
             p.token()

@@ -18,6 +18,7 @@ from meshclient.tokens import (
     ClientCredentials,
     EnvironmentToken,
     FileToken,
+    RefreshSettings,
     StaticToken,
     TokenExchange,
     TokenState,
@@ -26,14 +27,18 @@ from meshclient.tokens import (
 
 def test_client_credentials_round_trip(issuer: OIDCIssuer, clock: FakeClock) -> None:
     p = ClientCredentials(
-        token_url=issuer.token_url, client_id=CLIENT_ID, client_secret=SECRET, scope="mesh.read", clock=clock
+        token_url=issuer.token_url,
+        client_id=CLIENT_ID,
+        client_secret=SECRET,
+        scope="mesh.read",
+        refresh=RefreshSettings(clock=clock),
     )
     cached = p.token()
     data = pickle.dumps(p)
     assert cached.value.encode() not in data  # cached tokens stay behind
     q = pickle.loads(data)
     assert q.state is TokenState.EXPIRED  # nothing cached on arrival
-    assert q._cond is not p._cond and q._session is None
+    assert q._cond is not p._cond and q._http._session is None
     assert isinstance(q._cond, type(threading.Condition()))
     fresh = q.token()
     assert fresh.value != cached.value and fresh.subject == CLIENT_ID
@@ -44,15 +49,20 @@ def test_client_credentials_round_trip(issuer: OIDCIssuer, clock: FakeClock) -> 
 def test_private_key_jwt_round_trip(
     issuer: OIDCIssuer, clock: FakeClock, client_key: ec.EllipticCurvePrivateKey
 ) -> None:
-    p = ClientCredentials(token_url=issuer.token_url, client_id="jwt-client", private_key=client_key, clock=clock)
+    p = ClientCredentials(
+        token_url=issuer.token_url, client_id="jwt-client", private_key=client_key, refresh=RefreshSettings(clock=clock)
+    )
     p.token()
     q = pickle.loads(pickle.dumps(p))
-    assert q._key is not None and q.token().subject == "jwt-client"
+    assert q._client_auth.key is not None and q.token().subject == "jwt-client"
 
 
 def test_background_refresh_provider_round_trip(issuer: OIDCIssuer, clock: FakeClock) -> None:
     p = ClientCredentials(
-        token_url=issuer.token_url, client_id=CLIENT_ID, client_secret=SECRET, clock=clock, background_refresh=True
+        token_url=issuer.token_url,
+        client_id=CLIENT_ID,
+        client_secret=SECRET,
+        refresh=RefreshSettings(clock=clock, background=True),
     )
     p.token()
     assert p._bg_thread is not None and p._bg_thread.is_alive()
@@ -66,7 +76,9 @@ def test_background_refresh_provider_round_trip(issuer: OIDCIssuer, clock: FakeC
 
 
 def test_a_closed_provider_arrives_open(issuer: OIDCIssuer, clock: FakeClock) -> None:
-    p = ClientCredentials(token_url=issuer.token_url, client_id=CLIENT_ID, client_secret=SECRET, clock=clock)
+    p = ClientCredentials(
+        token_url=issuer.token_url, client_id=CLIENT_ID, client_secret=SECRET, refresh=RefreshSettings(clock=clock)
+    )
     p.close()
     assert pickle.loads(pickle.dumps(p)).token().subject == CLIENT_ID
 
@@ -76,10 +88,10 @@ def test_token_exchange_round_trip_with_file_subject(issuer: OIDCIssuer, clock: 
     path.write_text(issuer.issue_token("system:serviceaccount:ml-team:scorer"))
     x = TokenExchange(
         token_url=issuer.token_url,
-        subject_token=FileToken(path, clock=clock),
+        subject_token=FileToken(path, refresh=RefreshSettings(clock=clock)),
         client_id=CLIENT_ID,
         client_secret=SECRET,
-        clock=clock,
+        refresh=RefreshSettings(clock=clock),
     )
     first = x.token()
     data = pickle.dumps(x)

@@ -17,6 +17,7 @@ from meshclient.tokens import (
     ClientCredentials,
     EnvironmentToken,
     FileToken,
+    RefreshSettings,
     StaticToken,
     TokenError,
     TokenExchange,
@@ -57,19 +58,20 @@ def test_nothing_secret_reaches_logs_errors_or_reprs(
         client_id=CLIENT_ID,
         client_secret=SECRET,
         scope="mesh.read",
-        clock=clock,
-        sleep=sleeps,
+        refresh=RefreshSettings(clock=clock, sleep=sleeps),
     )
     pk = ClientCredentials(
-        token_url=issuer.token_url, client_id="jwt-client", private_key=client_key, clock=clock, sleep=sleeps
+        token_url=issuer.token_url,
+        client_id="jwt-client",
+        private_key=client_key,
+        refresh=RefreshSettings(clock=clock, sleep=sleeps),
     )
     wrong = ClientCredentials(
         token_url=issuer.token_url,
         client_id=CLIENT_ID,
         client_secret="Wr0ng-" + SECRET,
         auth_method="client_secret_post",
-        clock=clock,
-        sleep=sleeps,
+        refresh=RefreshSettings(clock=clock, sleep=sleeps),
     )
     subject = issuer.issue_token("system:serviceaccount:ml-team:scorer")
     tokens.append(subject)
@@ -79,8 +81,7 @@ def test_nothing_secret_reaches_logs_errors_or_reprs(
         client_id=CLIENT_ID,
         client_secret=SECRET,
         audience="scoring",
-        clock=clock,
-        sleep=sleeps,
+        refresh=RefreshSettings(clock=clock, sleep=sleeps),
     )
     file_path = tmp_path / "tok"
     file_path.write_text("file-token-0123456789")

@@ -15,6 +15,7 @@ from meshclient.jose import sign_jwt
 from meshclient.tokens import (
     EnvironmentToken,
     FileToken,
+    RefreshSettings,
     StaticToken,
     TokenError,
     TokenExpiredError,
@@ -40,7 +41,7 @@ def test_static_token_opaque_never_expires() -> None:
 
 
 def test_static_jwt_exp_is_honoured(clock: FakeClock) -> None:
-    p = StaticToken(jwt(clock, 600), clock=clock)
+    p = StaticToken(jwt(clock, 600), refresh=RefreshSettings(clock=clock))
     t = p.token()
     assert t.subject == "system:serviceaccount:ml-team:scorer" and t.audience == "mesh"
     assert t.expires_in(clock()) == pytest.approx(600)
@@ -51,7 +52,9 @@ def test_static_jwt_exp_is_honoured(clock: FakeClock) -> None:
 
 def test_static_explicit_expiry_wins(clock: FakeClock) -> None:
     when = dt.datetime.fromtimestamp(clock() + 60, dt.timezone.utc)
-    assert StaticToken(jwt(clock, 600), expires_at=when, clock=clock).token().expires_at == when
+    assert (
+        StaticToken(jwt(clock, 600), expires_at=when, refresh=RefreshSettings(clock=clock)).token().expires_at == when
+    )
 
 
 # ---- EnvironmentToken ---------------------------------------------------------------------------
@@ -139,7 +142,7 @@ def test_file_token_with_jwt_expiry_rereads_when_stale(tmp_path: Path, clock: Fa
     vol = ProjectedVolume(tmp_path)
     first = jwt(clock, 3600)
     vol.write(first)
-    p = FileToken(vol.path, clock=clock)
+    p = FileToken(vol.path, refresh=RefreshSettings(clock=clock))
     assert p.token().value == first
     clock.advance(3600)  # kubelet did not renew: the cached token expired
     with pytest.raises(TokenExpiredError) as info:
@@ -156,7 +159,7 @@ def test_a_half_written_file_does_not_break_a_valid_cached_token(
     path = tmp_path / "tok"
     good = jwt(clock, 3600)
     path.write_text(good)
-    p = FileToken(path, clock=clock)
+    p = FileToken(path, refresh=RefreshSettings(clock=clock))
     assert p.token().value == good
     path.write_text("")  # a writer truncated the file and has not finished
     with caplog.at_level(logging.WARNING, logger="meshclient.tokens"):

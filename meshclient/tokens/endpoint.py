@@ -1,37 +1,31 @@
-"""Token-endpoint HTTP: one POST with retries, backoff and OAuth error mapping.
+"""One token request (RFC 6749 §5) over :mod:`meshclient.outbound`, and the OAuth side of it.
 
-Issuers live outside the mesh, so this is a plain ``requests.Session`` with normal public-CA
-verification. Redirects are never followed: a 307/308 would re-post the client secret, and a
-redirect to another host must not carry credentials anywhere.
+The HTTP rules (session, retries, ``Retry-After``, no redirects, redaction) are the outbound
+module's; what stays here is what only a token endpoint means: OAuth error codes that are
+worth a retry, the error mapping to :class:`TokenEndpointError` with a hint per code, and
+turning a token response into a :class:`Token`.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import email.utils
-import logging
-import random
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 import requests
 
+from ..outbound import Cancelled, OutboundClient, Sleep, Unreachable
 from ..redaction import redact_text
-from ._util import ts_from_dt, utc_from_ts
-from .base import Token
+from .claims import utc_from_ts
 from .errors import TokenEndpointError, TokenUnavailableError
+from .token import Token
 
-__all__ = ["RetryPolicy", "Form", "Timeout", "Verify", "new_session", "post_token_request", "token_from_response"]
+__all__ = ["Form", "BasicAuth", "RETRYABLE_OAUTH_ERRORS", "request_token", "token_from_response"]
 
-log = logging.getLogger("meshclient.tokens")
-
-Timeout = float | tuple[float, float]
-Verify = bool | str
-BasicAuth = tuple[str, str] | None
 #: A token request body; a list value repeats the parameter (RFC 8707 ``resource``).
 Form = dict[str, str | list[str]]
+BasicAuth = tuple[str, str] | None
 
 #: OAuth error codes that mean "try again later" (RFC 6749 §5.2 and common practice).
 RETRYABLE_OAUTH_ERRORS = frozenset({"temporarily_unavailable", "server_error"})
@@ -54,62 +48,7 @@ _HINTS = {
     "invalid_request": "The issuer calls the request malformed; check audience, scope and extra parameters.",
     "access_denied": "The issuer denied the request; check the client's permissions.",
 }
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How token requests are retried: connection errors, 408/429/5xx, ``temporarily_unavailable``.
-
-    Backoff is exponential with jitter (``backoff * (1 - jitter * random())``); a
-    ``Retry-After`` header is honoured instead, unless it asks for more than
-    ``max_retry_after`` seconds, in which case the request fails at once (callers keep their
-    cached token meanwhile).
-    """
-
-    attempts: int = 4
-    initial_backoff: float = 0.5
-    max_backoff: float = 8.0
-    multiplier: float = 2.0
-    jitter: float = 0.5
-    max_retry_after: float = 60.0
-    statuses: frozenset[int] = field(default_factory=lambda: frozenset({408, 429, 500, 502, 503, 504}))
-
-    def __post_init__(self) -> None:
-        if self.attempts < 1:
-            raise ValueError("RetryPolicy.attempts must be at least 1")
-        if not 0 <= self.jitter <= 1:
-            raise ValueError("RetryPolicy.jitter must be in [0, 1]")
-
-    def backoff(self, retry: int, rand: Callable[[], float] = random.random) -> float:
-        """Seconds to wait before retry number ``retry`` (0-based)."""
-        base = min(self.max_backoff, self.initial_backoff * self.multiplier**retry)
-        return base * (1.0 - self.jitter * rand())
-
-
-def new_session() -> requests.Session:
-    """A session for issuers: system/certifi CAs, proxies from the environment, our User-Agent."""
-    from .._version import __version__
-
-    s = requests.Session()
-    s.headers["User-Agent"] = f"meshclient/{__version__} python-requests/{requests.__version__}"
-    s.headers["Accept"] = "application/json"
-    return s
-
-
-def parse_retry_after(value: str | None, now: float) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds or HTTP-date), ``None`` if absent/bad."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when is None:
-        return None
-    return max(0.0, ts_from_dt(when) - now)
+_OUTAGE_HINT = "The issuer is unreachable, down or overloaded; a still-valid cached token stays in use meanwhile."
 
 
 def _oauth_error(resp: requests.Response) -> tuple[str | None, str | None]:
@@ -127,79 +66,75 @@ def _who(token_url: str, client_id: str | None) -> str:
     return f"{token_url} for client_id {client_id!r}" if client_id else token_url
 
 
-def post_token_request(
+def request_token(
+    http: OutboundClient,
     *,
-    session: requests.Session,
     token_url: str,
-    build: Callable[[], tuple[Form, BasicAuth]],
     client_id: str | None,
+    build: Callable[[], tuple[Form, BasicAuth]],
     secrets: Callable[[], Iterable[str | None]],
-    retry: RetryPolicy,
-    timeout: Timeout,
-    verify: Verify,
-    sleep: Callable[[float], bool],
+    sleep: Sleep,
     clock: Callable[[], float],
-    rand: Callable[[], float] = random.random,
 ) -> dict[str, Any]:
     """POST a token request until it succeeds, fails for good, or retries run out.
 
     ``build`` makes the form body and basic-auth pair for each attempt (a client assertion
-    must carry a new ``jti`` every time). Returns the parsed JSON answer.
+    must carry a new ``jti`` every time); ``sleep`` is the owner's cancel hook. Returns the
+    parsed JSON answer.
     """
     who = _who(token_url, client_id)
-    last = "no attempt made"
-    for attempt in range(retry.attempts):
+
+    def per_attempt() -> dict[str, Any]:
         data, auth = build()
-        wait: float | None = None
-        try:
-            resp = session.post(token_url, data=data, auth=auth, timeout=timeout, verify=verify, allow_redirects=False)
-        except requests.RequestException as exc:
-            # str(exc) names host and port only; redact anyway in case a proxy echoes more.
-            last = f"{type(exc).__name__}: {redact_text(str(exc), secrets())}"
-        else:
-            status = resp.status_code
-            if 200 <= status < 300:
-                return _parse_success(resp, who, token_url, client_id)
-            if 300 <= status < 400:
-                location = resp.headers.get("Location", "")
-                host = urlsplit(location).hostname or "the same host"
-                raise TokenEndpointError(
-                    f"Token endpoint {who} answered with a redirect (HTTP {status}) to {host}; meshclient does "
-                    "not follow redirects for token requests, so credentials never go anywhere else.",
-                    token_url=token_url,
-                    client_id=client_id,
-                    status=status,
-                    hint="Configure the final token endpoint URL (see the issuer's discovery document).",
-                )
-            error, description = _oauth_error(resp)
-            if status in retry.statuses or error in RETRYABLE_OAUTH_ERRORS:
-                last = f"HTTP {status}" + (f" {error}" if error else "")
-                wait = parse_retry_after(resp.headers.get("Retry-After"), clock())
-                if wait is not None and wait > retry.max_retry_after:
-                    raise TokenUnavailableError(
-                        f"Token endpoint {who} answered {last} and asks to retry after {wait:.0f} s, more than "
-                        f"the {retry.max_retry_after:.0f} s meshclient waits.",
-                        hint="The issuer is overloaded or down; a still-valid cached token stays in use meanwhile.",
-                    )
-            else:
-                raise _endpoint_error(resp, who, token_url, client_id, error, description, secrets())
-        if attempt + 1 >= retry.attempts:
-            break
-        delay = wait if wait is not None else retry.backoff(attempt, rand)
-        log.info(
-            "token request to %s failed (%s); retry %d/%d in %.2f s",
-            who,
-            last,
-            attempt + 1,
-            retry.attempts - 1,
-            delay,
+        return {"data": data, "auth": auth}
+
+    def retryable(resp: requests.Response) -> bool:
+        return resp.status_code in http.settings.retries.statuses or _oauth_error(resp)[0] in RETRYABLE_OAUTH_ERRORS
+
+    try:
+        reply = http.call("POST", token_url, what=f"token request to {who}", sleep=sleep, per_attempt=per_attempt,
+                          retryable=retryable, secrets=secrets, clock=clock)
+    except Unreachable as exc:
+        hint = (
+            "The issuer's HTTPS certificate did not verify: pass outbound=OutboundSettings(verify='/path/to/ca.pem') "
+            "for an issuer with a private CA." if exc.verification else _OUTAGE_HINT
         )
-        if not sleep(delay):
-            raise TokenUnavailableError(f"Token request to {who} abandoned: the provider was closed.")
-    raise TokenUnavailableError(
-        f"Token endpoint {who} could not be used after {retry.attempts} attempt(s); last: {last}.",
-        hint="The issuer is unreachable, down or overloaded; a still-valid cached token stays in use meanwhile.",
-    )
+        raise TokenUnavailableError(
+            f"Token endpoint {who} could not be used after {exc.attempts} attempt(s); last: "
+            f"{redact_text(exc.detail, secrets())}.",
+            hint=hint,
+        ) from None
+    except Cancelled:
+        raise TokenUnavailableError(f"Token request to {who} abandoned: the provider was closed.") from None
+    resp = reply.response
+    status = resp.status_code
+    if 200 <= status < 300:
+        return _parse_success(resp, who, token_url, client_id)
+    if 300 <= status < 400:
+        host = urlsplit(resp.headers.get("Location", "")).hostname or "the same host"
+        raise TokenEndpointError(
+            f"Token endpoint {who} answered with a redirect (HTTP {status}) to {host}; meshclient does "
+            "not follow redirects for token requests, so credentials never go anywhere else.",
+            token_url=token_url,
+            client_id=client_id,
+            status=status,
+            hint="Configure the final token endpoint URL (see the issuer's discovery document).",
+        )
+    error, description = _oauth_error(resp)
+    if reply.gave_up:
+        last = f"HTTP {status}" + (f" {error}" if error else "")
+        limit = http.settings.retries.max_retry_after
+        if reply.retry_after is not None and reply.retry_after > limit:
+            raise TokenUnavailableError(
+                f"Token endpoint {who} answered {last} and asks to retry after {reply.retry_after:.0f} s, more "
+                f"than the {limit:.0f} s meshclient waits.",
+                hint="The issuer is overloaded or down; a still-valid cached token stays in use meanwhile.",
+            )
+        raise TokenUnavailableError(
+            f"Token endpoint {who} could not be used after {reply.attempts} attempt(s); last: {last}.",
+            hint=_OUTAGE_HINT,
+        )
+    raise _endpoint_error(resp, who, token_url, client_id, error, description, secrets())
 
 
 def _endpoint_error(

@@ -1,13 +1,15 @@
-"""Small helpers shared by the token providers: time, JWT peeking, redaction, URL checks."""
+"""What a token says about itself, unverified: its JWT claims and their epoch timestamps.
+
+Only for expiry and display (refresh timing, a subject in a log line); nothing here verifies a
+signature, so nothing here may decide whom to trust.
+"""
 
 from __future__ import annotations
 
 import datetime as _dt
-import ipaddress
 from typing import Any
-from urllib.parse import urlsplit
 
-from ..errors import ConfigurationError
+__all__ = ["utc_from_ts", "ts_from_dt", "fmt_ts", "peek_jwt", "claim_str", "claim_exp"]
 
 _UTC = _dt.timezone.utc
 
@@ -63,34 +65,3 @@ def claim_exp(claims: dict[str, Any] | None) -> float | None:
     if isinstance(exp, bool) or not isinstance(exp, (int, float)):
         return None
     return float(exp)
-
-
-def is_loopback_host(host: str | None) -> bool:
-    if not host:
-        return False
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def check_endpoint_url(url: str, what: str) -> str:
-    """Refuse anything but https (plain http only on loopback, for local test issuers)."""
-    if not isinstance(url, str) or not url:
-        raise ConfigurationError(f"{what} must be a URL, got {url!r}.")
-    parts = urlsplit(url)
-    if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise ConfigurationError(
-            f"{what} {url!r} is not an http(s) URL.",
-            hint="Use the issuer's token endpoint, e.g. https://login.example.com/oauth2/v1/token.",
-        )
-    if parts.username or parts.password:
-        raise ConfigurationError(f"{what} must not carry credentials in the URL.")
-    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
-        raise ConfigurationError(
-            f"{what} {url!r} uses plain http: client secrets and tokens would cross the network in clear.",
-            hint="Use https (plain http is accepted for loopback test issuers only).",
-        )
-    return url
