@@ -42,7 +42,7 @@ import requests.auth
 
 from ._version import user_agent
 from .errors import ConfigurationError
-from .redaction import redact_text
+from .redaction import redact_text, redact_url
 from .retry_after import parse_retry_after
 
 __all__ = [
@@ -170,18 +170,18 @@ def is_loopback_host(host: str | None) -> bool:
 def check_endpoint_url(url: str, what: str) -> str:
     """Refuse anything but https (plain http only on loopback, for local test issuers)."""
     if not isinstance(url, str) or not url:
-        raise ConfigurationError(f"{what} must be a URL, got {url!r}.")
+        raise ConfigurationError(f"{what} must be a URL, got {type(url).__name__}.")
     parts = urlsplit(url)
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise ConfigurationError(
-            f"{what} {url!r} is not an http(s) URL.",
+            f"{what} {redact_url(url)!r} is not an http(s) URL.",
             hint="Use the issuer's token endpoint, e.g. https://login.example.com/oauth2/v1/token.",
         )
     if parts.username or parts.password:
         raise ConfigurationError(f"{what} must not carry credentials in the URL.")
     if parts.scheme == "http" and not is_loopback_host(parts.hostname):
         raise ConfigurationError(
-            f"{what} {url!r} uses plain http: client secrets and tokens would cross the network in clear.",
+            f"{what} {redact_url(url)!r} uses plain http: client secrets and tokens would cross the network in clear.",
             hint="Use https (plain http is accepted for loopback test issuers only).",
         )
     return url

@@ -17,6 +17,8 @@ __all__ = ["redact_query", "redact_url", "redact_text"]
 _JWT_RE = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
 # Long runs of token-ish characters after "Bearer" anywhere in a message.
 _BEARER_RE = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{8,}")
+# A query parameter's value inside free text (urllib3: "Max retries exceeded with url: /t?k=v").
+_QUERY_VALUE_RE = re.compile(r"([?&][A-Za-z0-9_.~%+-]{1,64}=)[^&\s'\"<>)]+")
 
 
 def redact_query(query: str) -> str:
@@ -41,9 +43,10 @@ def redact_url(url: str | None) -> str:
 
 
 def redact_text(text: str, secrets: Iterable[str | None] = ()) -> str:
-    """``text`` with every known secret, anything JWT-shaped and bearer values masked."""
+    """``text`` with every known secret, anything JWT-shaped, bearer values and URL query values masked."""
     for secret in secrets:
         if secret and len(secret) >= 4:
             text = text.replace(secret, "***")
     text = _JWT_RE.sub("<jwt>", text)
+    text = _QUERY_VALUE_RE.sub(r"\1...", text)
     return _BEARER_RE.sub(r"\1***", text)

@@ -27,7 +27,7 @@ from ..credentials import Credentials, SameSubjectIssuerWarning
 from ..credentials.loaders import ENV_CERT, ENV_KEY, ENV_KEY_PASSWORD, ENV_TRUST_ANCHORS, read_file
 from ..credentials.secret_scope import DbutilsSecretReader, SecretReader, WorkspaceSecretReader, notebook_dbutils
 from ..errors import ConfigurationError, EncryptedKeyError, MaterialNotFoundError, MeshError, SecretScopeError
-from ..redaction import redact_text
+from ..redaction import redact_text, redact_url
 from ..tokens import (
     ClientCredentials,
     DatabricksOAuth,
@@ -281,7 +281,7 @@ class OIDCSettings:
     scope: str | None
 
     def __repr__(self) -> str:
-        return f"OIDCSettings(client_id={self.client_id!r}, token_url={self.token_url!r}, issuer={self.issuer!r})"
+        return f"OIDCSettings(client_id={self.client_id!r}, token_url={redact_url(self.token_url) if self.token_url else None!r}, issuer={self.issuer!r})"
 
 
 def token_source(args: argparse.Namespace) -> str | None:

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import requests
 
 from ..outbound import Cancelled, OutboundClient, Sleep, Unreachable
-from ..redaction import redact_text
+from ..redaction import redact_text, redact_url
 from .claims import utc_from_ts
 from .errors import TokenEndpointError, TokenUnavailableError
 from .token import Token
@@ -63,7 +63,8 @@ def _oauth_error(resp: requests.Response) -> tuple[str | None, str | None]:
 
 
 def _who(token_url: str, client_id: str | None) -> str:
-    return f"{token_url} for client_id {client_id!r}" if client_id else token_url
+    shown = redact_url(token_url)
+    return f"{shown} for client_id {client_id!r}" if client_id else shown
 
 
 def request_token(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..errors import MeshError
+from ..redaction import redact_url
 
 __all__ = ["TokenError", "TokenEndpointError", "TokenUnavailableError", "TokenExpiredError"]
 
@@ -28,7 +29,7 @@ class TokenEndpointError(TokenError):
         status: int | None = None,
         hint: str | None = None,
     ) -> None:
-        self.token_url = token_url
+        self.token_url = redact_url(token_url)  # query values may be secrets
         self.client_id = client_id
         self.error = error
         self.status = status

@@ -13,6 +13,7 @@ import requests
 
 from ..errors import ConfigurationError
 from ..outbound import OutboundClient, OutboundSettings, check_endpoint_url, describe_error
+from ..redaction import redact_url
 from .base import BaseTokenProvider
 from .client_auth import CLIENT_ASSERTION_TYPE, AuthMethod, ClientAuth, PrivateKey
 from .endpoint import BasicAuth, Form, request_token, token_from_response
@@ -68,24 +69,24 @@ def discover_token_endpoint(issuer: str, *, outbound: OutboundSettings | None = 
             try:
                 resp = http.send_once("GET", url)
             except (requests.RequestException, OSError) as exc:
-                last = f"{url}: {describe_error(exc)}"
+                last = f"{redact_url(url)}: {describe_error(exc)}"
                 continue
             if resp.status_code != 200:
-                last = f"{url}: HTTP {resp.status_code}"
+                last = f"{redact_url(url)}: HTTP {resp.status_code}"
                 continue
             try:
                 doc = resp.json()
             except ValueError:
-                last = f"{url}: not JSON"
+                last = f"{redact_url(url)}: not JSON"
                 continue
             endpoint = doc.get("token_endpoint") if isinstance(doc, dict) else None
             if isinstance(endpoint, str) and endpoint:
                 return check_endpoint_url(endpoint, "token_endpoint")
-            last = f"{url}: no token_endpoint"
+            last = f"{redact_url(url)}: no token_endpoint"
     finally:
         http.close()
     raise TokenUnavailableError(
-        f"Could not discover the token endpoint of issuer {issuer}: {last}.",
+        f"Could not discover the token endpoint of issuer {redact_url(issuer)}: {last}.",
         hint="Pass token_url= explicitly, or check the issuer URL.",
     )
 
@@ -140,7 +141,7 @@ class _OAuthProvider(BaseTokenProvider):
         return (self._client_auth.secret,)
 
     def _describe(self) -> str:
-        parts = [f"token_url={self.token_url!r}"]
+        parts = [f"token_url={redact_url(self.token_url)!r}"]
         if self.client_id:
             parts.append(f"client_id={self.client_id!r}")
         if self.scope:

@@ -122,3 +122,45 @@ def test_nothing_secret_reaches_logs_errors_or_reprs(
     assert any(r.levelno == logging.WARNING for r in caplog.records)
     for needle in [SECRET, "Wr0ng-" + SECRET, *tokens, *pem_lines]:
         assert needle not in haystack, f"secret material leaked: {needle[:6]}…"
+
+
+QUERY_SECRET = "QUERYSECRET-k4"
+
+
+def _shown(exc: BaseException) -> str:
+    import traceback
+
+    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__, chain=True)) + repr(exc) + \
+        repr(getattr(exc, "__dict__", {}))
+
+
+def test_a_token_url_query_value_appears_in_no_error_chain_or_log(
+    issuer: OIDCIssuer, clock: FakeClock, sleeps: RecordingSleep, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 10 item 2: a token URL with a query (an API key in it, say) once showed its value in
+    TokenEndpointError / TokenUnavailableError and in urllib3's "Max retries exceeded with url:
+    /token?x=..." INFO line."""
+    import socket
+
+    caplog.set_level(logging.DEBUG)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    texts: list[str] = []
+    for url, secret in ((f"http://127.0.0.1:{dead}/token?api_key={QUERY_SECRET}", SECRET),
+                        (f"{issuer.token_url}?api_key={QUERY_SECRET}", "Wr0ng-" + SECRET)):
+        provider = ClientCredentials(token_url=url, client_id=CLIENT_ID, client_secret=secret,
+                                     refresh=RefreshSettings(clock=clock, sleep=sleeps))
+        with pytest.raises(TokenError) as info:
+            provider.token()
+        texts.extend([_shown(info.value), repr(provider)])
+    texts.append(caplog.text + "\n".join(r.getMessage() for r in caplog.records))
+    assert any("api_key=..." in t for t in texts)  # the URL is still shown, its value masked
+    for text in texts:
+        assert QUERY_SECRET not in text
+        assert SECRET not in text
+
+
+def test_redact_text_masks_query_values_in_free_text() -> None:
+    text = "Max retries exceeded with url: /token?api_key=abc123&x=1 (Caused by ...)"
+    assert redact(text) == "Max retries exceeded with url: /token?api_key=...&x=... (Caused by ...)"

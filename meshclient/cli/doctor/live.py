@@ -17,6 +17,7 @@ from ...client import MeshClient
 from ...credentials import Credentials
 from ...errors import ConnectError, MeshError, ServerIdentityError, TLSHandshakeError
 from ...identity import Identity
+from ...redaction import redact_url
 from ...tls import PeerInfo, sni_for, verify_server_identity
 from .state import CheckupState
 
@@ -32,10 +33,10 @@ class LiveChecks(CheckupState):
         try:
             port = parts.port or 443
         except ValueError:
-            self.r.fail("handshake", f"the target {url!r} has an invalid port", "Use https://HOST:PORT/PATH.")
+            self.r.fail("handshake", f"the target {redact_url(url)!r} has an invalid port", "Use https://HOST:PORT/PATH.")
             return False
         if parts.scheme != "https" or not parts.hostname:
-            self.r.fail("handshake", f"the target {url!r} is not an https:// URL with a host",
+            self.r.fail("handshake", f"the target {redact_url(url)!r} is not an https:// URL with a host",
                         "meshclient only speaks mutual TLS: use https://<pod IP or service name>:<port>/<path>.")
             return False
         if ctx is None:
@@ -102,7 +103,7 @@ class LiveChecks(CheckupState):
             self.skip_token_sent("needs an answered request")
             return
         status = resp.status_code
-        text = f"GET {url} -> {status} {resp.reason or ''}".rstrip()
+        text = f"GET {redact_url(url)} -> {status} {resp.reason or ''}".rstrip()
         proxy_error = resp.headers.get("l5d-proxy-error")
         if status == 403 and proxy_error:
             self.r.fail("request", f"{text}: the mesh policy denied this client's identity '{creds.identity}' "

@@ -10,7 +10,7 @@ import datetime as _dt
 
 from ...errors import MeshError
 from ...outbound import OutboundClient
-from ...redaction import redact_text
+from ...redaction import redact_text, redact_url
 from ...tokens import (
     BaseTokenProvider,
     DatabricksOAuth,
@@ -97,7 +97,7 @@ class TokenChecks(CheckupState):
             except MeshError as err:
                 self.r.fail("token issuer", err.message, err.hint or "Check the issuer URL and that it is reachable.")
                 return None
-            self.r.ok("token issuer", f"{issuer} answers; its discovery document names token endpoint {url}")
+            self.r.ok("token issuer", f"{issuer} answers; its discovery document names token endpoint {redact_url(url)}")
             return url
         assert token_url is not None
         http = OutboundClient(outbound_settings(timeout))
@@ -105,16 +105,16 @@ class TokenChecks(CheckupState):
             resp = http.send_once("GET", token_url)
             resp.close()
         except Exception as exc:  # requests' ConnectionError, SSLError, Timeout, InvalidURL...
-            self.r.fail("token issuer", f"{token_url} cannot be reached: {type(exc).__name__}",
+            self.r.fail("token issuer", f"{redact_url(token_url)} cannot be reached: {type(exc).__name__}",
                         "Check the token URL and the network path (proxy variables, firewalls, the issuer's CA).")
             return None
         finally:
             http.close()
         if resp.status_code == 404:
-            self.r.warn("token issuer", f"{token_url} answers 404 to a GET: is it the token endpoint?",
+            self.r.warn("token issuer", f"{redact_url(token_url)} answers 404 to a GET: is it the token endpoint?",
                         "Token endpoints usually answer a GET with 400 or 405; try --oidc-issuer to discover it.")
         else:
-            self.r.ok("token issuer", f"{token_url} answers (HTTP {resp.status_code} to a plain GET)")
+            self.r.ok("token issuer", f"{redact_url(token_url)} answers (HTTP {resp.status_code} to a plain GET)")
         return token_url
 
     def _token_claims(self, token: Token, is_jwt: bool) -> None:

@@ -35,6 +35,7 @@ from ...outbound import (
     check_endpoint_url,
     sleep_unless,
 )
+from ...redaction import redact_url
 
 __all__ = [
     "CertificateIssuer",
@@ -193,7 +194,7 @@ class CertificateIssuer(ABC):
                                     json=dict(body), headers=dict(headers or {}))
         except Unreachable as exc:
             raise IssuanceError(
-                f"{action}: could not reach {self.description} at {url}: {exc.detail}",
+                f"{action}: could not reach {self.description} at {redact_url(url)}: {exc.detail}",
                 hint=("The issuer's HTTPS certificate did not verify: pass verify='/path/to/ca-bundle.pem' for "
                       "an issuer with a private CA." if exc.verification else
                       "Check the address, the network path from this cluster and that the issuer is up; "

@@ -13,7 +13,7 @@ from cryptography import x509
 
 from ...identity import Identity
 from ...outbound import OutboundRetryPolicy, Timeout, Verify
-from ...redaction import redact_text
+from ...redaction import redact_text, redact_url
 from .base import (
     DEFAULT_ISSUER_TIMEOUT,
     CertificateIssuer,
@@ -43,7 +43,7 @@ class StepCAIssuer(CertificateIssuer):
 
     @property
     def description(self) -> str:
-        return f"step-ca at {self.url}"
+        return f"step-ca at {redact_url(self.url)}"
 
     def sign(self, csr: x509.CertificateSigningRequest, identity: Identity, jwt: str, *,
              cancel: threading.Event | None = None) -> SignedCertificate:

@@ -22,7 +22,7 @@ from cryptography import x509
 from ...errors import ConfigurationError
 from ...identity import Identity
 from ...outbound import OutboundRetryPolicy, Timeout, Verify
-from ...redaction import redact_text
+from ...redaction import redact_text, redact_url
 from .base import (
     DEFAULT_ISSUER_TIMEOUT,
     CertificateIssuer,
@@ -104,11 +104,11 @@ class VaultPKIIssuer(CertificateIssuer):
 
     @property
     def description(self) -> str:
-        return f"Vault at {self.url} (PKI mount '{self.pki_mount}', role '{self.role}')"
+        return f"Vault at {redact_url(self.url)} (PKI mount '{self.pki_mount}', role '{self.role}')"
 
     def __repr__(self) -> str:
         ns = f", namespace={self.namespace!r}" if self.namespace else ""
-        return (f"VaultPKIIssuer(address={self.url!r}, pki_mount={self.pki_mount!r}, role={self.role!r}, "
+        return (f"VaultPKIIssuer(address={redact_url(self.url)!r}, pki_mount={self.pki_mount!r}, role={self.role!r}, "
                 f"auth_mount={self.auth_mount!r}, auth_role={self.auth_role!r}{ns})")
 
     def _headers(self, token: str | None = None) -> dict[str, str]:
@@ -127,7 +127,7 @@ class VaultPKIIssuer(CertificateIssuer):
                cancel: threading.Event | None = None) -> _VaultToken:
         """``POST /v1/auth/<auth_mount>/login`` with ``{"role", "jwt"}``: a Vault token."""
         who = f" for '{identity}'" if identity is not None else ""
-        action = f"JWT login to Vault at {self.url} (auth mount '{self.auth_mount}', role '{self.auth_role}'){who}"
+        action = f"JWT login to Vault at {redact_url(self.url)} (auth mount '{self.auth_mount}', role '{self.auth_role}'){who}"
         resp = self._post(f"/v1/auth/{self.auth_mount}/login", {"role": self.auth_role, "jwt": jwt},
                           action=action, headers=self._headers(), secrets=(jwt,), cancel=cancel)
         with resp:
