@@ -4,6 +4,6 @@
 
 from __future__ import annotations
 
-from .share import SharedClient, share
+from .share import SharedClient, is_spark_connect, share
 
-__all__ = ["SharedClient", "share"]
+__all__ = ["SharedClient", "share", "is_spark_connect"]
