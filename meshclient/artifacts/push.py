@@ -121,6 +121,9 @@ class _Pusher:
     def one(self, f: LocalFile) -> FileResult:
         if self.stop.is_set():
             raise ConfigurationError("not attempted: an earlier file failed in a way every file would")
+        reason = self.store.refuse(f.rel)
+        if reason:
+            raise ConfigurationError(f"{f.rel}: {reason}.")
         before = os.stat(f.path)
         sha, size = sha256_file(f.path)
         after = os.stat(f.path)

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, HTTPStatusError, PolicyDeniedError
 from ..identity import Identity
 from ..redaction import redact_text, redact_url
 from ..transport.response import MeshResponse, raise_for_status
@@ -64,6 +64,10 @@ class Store:
     def manifest_url(self) -> str:
         return self.file_url(MANIFEST_NAME)
 
+    def refuse(self, rel: str) -> str | None:
+        """Why this store cannot hold ``rel`` under that name (checked before anything is sent)."""
+        return None
+
     def answer_sha256(self, response: MeshResponse) -> str | None:
         """The digest the store reports for what it stored, if its answer carries one."""
         found = parse_sha256(response.headers.get("Content-Digest")) or parse_sha256(response.headers.get("Repr-Digest"))
@@ -101,14 +105,26 @@ class Store:
         return False
 
 
+def _snippet(response: MeshResponse) -> str:
+    try:
+        text = response.text if not response.raw or response._content_consumed else ""  # type: ignore[attr-defined]
+    except Exception:
+        text = ""
+    return redact_text(" ".join((text or "").split())[:200])
+
+
 def unexpected(response: MeshResponse, what: str) -> Exception:
-    """The error for an answer that is not what ``what`` needed: the client's own status error, with a bit of the body."""
+    """The error for an answer that is not what ``what`` needed: the client's own status error
+    (policy denials keep their type), with the start of the server's message."""
+    snippet = _snippet(response)
     try:
         raise_for_status(response)
-    except Exception as exc:
+    except PolicyDeniedError as exc:
         return exc
-    snippet = redact_text((response.text or "")[:200].replace("\n", " "))
-    return ConfigurationError(f"{what}: unexpected answer {response.status_code} ({snippet}).")
+    except HTTPStatusError as exc:
+        message = f"{what}: {exc.message}" + (f" The server said: {snippet}" if snippet else "")
+        return HTTPStatusError(message, status=exc.status, url=exc.url, hint=exc.hint)
+    return ConfigurationError(f"{what}: unexpected answer {response.status_code}" + (f" ({snippet})." if snippet else "."))
 
 
 class PutStore(Store):
@@ -171,6 +187,15 @@ class MlflowStore(Store):
         url = self.server + MLFLOW_ARTIFACTS + ("/" + quote_path(rel_path) if rel_path else "")
         return url + (f"?{self.query}" if self.query else "")
 
+    def refuse(self, rel: str) -> str | None:
+        # MLflow's server refuses '#' ("Invalid path") and percent-decodes paths twice, so a
+        # literal '%20' in a name would be stored as a space: refused here, before sending.
+        bad = sorted({c for c in rel if c in "#%"})
+        if bad:
+            return (f"MLflow's artifact server cannot store names containing {' or '.join(repr(c) for c in bad)} "
+                    "(it refuses '#' and decodes '%' twice); rename the file or use protocol='put'")
+        return None
+
     def full(self, rel: str) -> str:
         return f"{self.root}/{rel}" if self.root else rel
 
@@ -191,8 +216,9 @@ class MlflowStore(Store):
         for item in files:
             name = posixpath.basename(str(item.get("path", "")))
             if name:
-                size = item.get("file_size")
-                out[name] = (bool(item.get("is_dir")), int(size) if size is not None else None)
+                is_dir = bool(item.get("is_dir"))
+                size = item.get("file_size", None if is_dir else 0)  # protobuf JSON leaves out a 0
+                out[name] = (is_dir, int(size) if size is not None else None)
         return out
 
     def stat(self, rel: str) -> tuple[str | None, int | None]:
