@@ -9,7 +9,7 @@ BIN      := $(VENV)/bin
 STAMP    := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
-.PHONY: help venv test unit lint typecheck demo bench compat compat-15.4 compat-17.3 compat-3.13 wheel clean
+.PHONY: help venv mlflow test unit lint typecheck demo bench compat compat-15.4 compat-17.3 compat-3.13 wheel clean
 
 help:
 	@echo "make demo   - run the end-to-end story on a local sandbox mesh"
@@ -45,7 +45,16 @@ $(PYSPARK): $(STAMP)
 	$(BIN)/python -m pip install -q 'pyspark>=3.5'
 	touch $@
 
-unit: venv $(OAUTH2_SERVER) $(PYSPARK)
+# The MLflow tests run a real `mlflow server` (tracking + artifact proxy) and log an sklearn model:
+# full mlflow and scikit-learn, never meshclient dependencies (about 30 s to install).
+MLFLOW := $(VENV)/.mlflow
+$(MLFLOW): $(STAMP)
+	$(BIN)/python -m pip install -q 'mlflow>=2.11' 'scikit-learn>=1.3'
+	touch $@
+
+mlflow: $(MLFLOW)
+
+unit: venv $(OAUTH2_SERVER) $(PYSPARK) $(MLFLOW)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test: lint typecheck unit compat-15.4

@@ -79,7 +79,8 @@ class _Bar(Progress):
 
 def make_progress(verb: str, total_files: int, total_bytes: int, where: str, mode: bool | None) -> Progress:
     """``mode``: ``True`` a bar if tqdm is installed, ``False`` log lines only, ``None`` decide by the output."""
-    want_bar = mode if mode is not None else (sys.stderr.isatty() or _in_notebook())
+    isatty = getattr(sys.stderr, "isatty", None)
+    want_bar = mode if mode is not None else (bool(callable(isatty) and isatty()) or _in_notebook())
     if want_bar:
         try:
             if _in_notebook():
