@@ -32,7 +32,7 @@ from .stores import Store, make_store, unexpected
 if TYPE_CHECKING:
     from ..client import MeshClient
 
-__all__ = ["pull", "PullReport"]
+__all__ = ["pull", "PullReport", "fetch"]
 
 
 @dataclass(frozen=True)
@@ -61,28 +61,29 @@ def _fetch_manifest(store: Store) -> Manifest | None:
     return Manifest.from_json(response.content, store.name)
 
 
-def _pull_one(store: Store, entry: ManifestEntry, dest: Path, known: bool) -> FileResult:
-    target = local_target(dest, entry.path)
+def fetch(store: Store, rel: str, target: Path, *, sha256: str | None = None, size: int | None = None) -> FileResult:
+    """Download ``rel`` to ``target`` through a hidden temporary file, renamed into place only when
+    it matches ``sha256``/``size`` (or, without them, the digest the store's answer carries)."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    response = store.request("GET", store.file_url(entry.path), stream=True)
+    response = store.request("GET", store.file_url(rel), stream=True)
     try:
         if response.status_code != 200:
-            raise unexpected(response, f"GET {entry.path}")
-        expected = entry.sha256 if known else (parse_sha256(response.headers.get("Repr-Digest"))
-                                               or parse_sha256(response.headers.get("Content-Digest")))
+            raise unexpected(response, f"GET {rel}")
+        expected = sha256 or (parse_sha256(response.headers.get("Repr-Digest"))
+                              or parse_sha256(response.headers.get("Content-Digest")))
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name[:40]}.", suffix=".meshclient-partial")
         try:
-            h, size = hashlib.sha256(), 0
+            h, got = hashlib.sha256(), 0
             with os.fdopen(fd, "wb") as fh:
                 for piece in response.iter_content(CHUNK):
                     h.update(piece)
                     fh.write(piece)
-                    size += len(piece)
-            sha = h.hexdigest()
-            if known and size != entry.size:
-                raise ArtifactIntegrityError(f"{entry.path}: got {size} bytes, the manifest says {entry.size}.")
-            if expected is not None and sha != expected:
-                raise ArtifactIntegrityError(f"{entry.path}: got sha-256 {sha[:16]}..., expected {expected[:16]}...")
+                    got += len(piece)
+            digest = h.hexdigest()
+            if size is not None and got != size:
+                raise ArtifactIntegrityError(f"{rel}: got {got} bytes, expected {size}.")
+            if expected is not None and digest != expected:
+                raise ArtifactIntegrityError(f"{rel}: got sha-256 {digest[:16]}..., expected {expected[:16]}...")
             os.chmod(tmp, 0o644 & ~_umask())
             os.replace(tmp, target)
         except BaseException:
@@ -91,7 +92,14 @@ def _pull_one(store: Store, entry: ManifestEntry, dest: Path, known: bool) -> Fi
             raise
     finally:
         response.close()
-    return FileResult(entry.path, size, sha, "digest" if expected else "size" if known else "none")
+    return FileResult(rel, got, digest, "digest" if expected else "size" if size is not None else "none")
+
+
+def _pull_one(store: Store, entry: ManifestEntry, dest: Path, known: bool) -> FileResult:
+    target = local_target(dest, entry.path)
+    if known:
+        return fetch(store, entry.path, target, sha256=entry.sha256, size=entry.size)
+    return fetch(store, entry.path, target)
 
 
 def _umask() -> int:

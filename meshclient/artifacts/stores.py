@@ -19,7 +19,7 @@ import json
 import posixpath
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from ..errors import ConfigurationError, HTTPStatusError, PolicyDeniedError
 from ..identity import Identity
@@ -180,7 +180,7 @@ class MlflowStore(Store):
         else:
             prefix, rest = "", path
         self.server = urlunsplit((parts.scheme, parts.netloc, prefix.rstrip("/"), "", ""))
-        self.root = "/".join(seg for seg in rest.split("/") if seg)
+        self.root = "/".join(unquote(seg) for seg in rest.split("/") if seg)
         self.query = parts.query
 
     def _api(self, rel_path: str) -> str:
@@ -200,7 +200,7 @@ class MlflowStore(Store):
         return f"{self.root}/{rel}" if self.root else rel
 
     def file_url(self, rel: str) -> str:
-        return self._api(self.full(rel))
+        return self._api(self.full(rel) if rel else self.root)
 
     def list_dir(self, rel_dir: str) -> dict[str, tuple[bool, int | None]]:
         """{basename: (is_dir, size)} of a directory under the root ('' = the root itself)."""
