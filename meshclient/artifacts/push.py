@@ -44,6 +44,8 @@ if TYPE_CHECKING:
 __all__ = ["push", "PushReport", "FileResult", "check_workers", "read_back_sha256"]
 
 VERIFY_MODES = ("auto", "read")
+#: Files larger than this are hashed while they stream instead of in a pass of their own.
+PRECOMPUTE_LIMIT = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -112,9 +114,10 @@ def read_back_sha256(store: Store, rel: str) -> tuple[str, int]:
 
 
 class _Pusher:
-    def __init__(self, store: Store, verify: str) -> None:
+    def __init__(self, store: Store, verify: str, precompute_limit: int) -> None:
         self.store = store
         self.verify = verify
+        self.precompute_limit = precompute_limit
         self.stop = threading.Event()
         self.batched = type(store).stat_many is not Store.stat_many and verify == "auto"
 
@@ -125,13 +128,19 @@ class _Pusher:
         if reason:
             raise ConfigurationError(f"{f.rel}: {reason}.")
         before = os.stat(f.path)
-        sha, size = sha256_file(f.path)
+        inline = before.st_size > self.precompute_limit
+        headers = {"Content-Type": "application/octet-stream"}
+        sha: str | None = None
+        if not inline:  # hash first, so the store can check the body against Content-Digest
+            sha, size = sha256_file(f.path)
+            headers["Content-Digest"] = content_digest(sha)
+        else:  # large: hashed while it streams (one read of the file), checked against the store's answer
+            size = before.st_size
         after = os.stat(f.path)
         if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns) or size != after.st_size:
             raise ArtifactChangedError(f"{f.rel}: the file changed while it was being hashed.",
                                        hint="Push files nothing writes to any more.")
-        body: Any = FileBody(f.path, size, f.rel) if size else b""
-        headers = {"Content-Digest": content_digest(sha), "Content-Type": "application/octet-stream"}
+        body: Any = FileBody(f.path, size, f.rel, hash_inline=inline) if size else b""
         response = self.store.request("PUT", self.store.file_url(f.rel), data=body, headers=headers)
         if response.status_code not in (200, 201, 204):
             raise unexpected(response, f"PUT {f.rel}")
@@ -140,6 +149,10 @@ class _Pusher:
         if (now.st_size, now.st_mtime_ns) != (after.st_size, after.st_mtime_ns):
             raise ArtifactChangedError(f"{f.rel}: the file changed while it was being pushed.",
                                        hint="Push files nothing writes to any more.")
+        if sha is None:
+            sha = body.sha256 if isinstance(body, FileBody) else hashlib.sha256(b"").hexdigest()
+            if sha is None:
+                raise ArtifactChangedError(f"{f.rel}: the upload finished without a complete read of the file.")
         answered = self.store.answer_sha256(response)
         if answered is not None:
             self._compare(f.rel, sha, answered, None, size)
@@ -189,14 +202,18 @@ def _failure(rel: str, exc: BaseException) -> FailedFile:
 
 def push(client: MeshClient, path: str | os.PathLike[str], *, to: str, server_identity: str | Identity,
          protocol: str = "put", workers: int = 8, verify: str = "auto", progress: bool | None = None,
-         manifest: bool = True) -> PushReport:
+         manifest: bool = True, precompute_digest: bool | None = None) -> PushReport:
     """Push a file or a directory tree to ``to`` on the server that must prove ``server_identity``.
 
     ``protocol="put"``: ``PUT <to>/<relative path>``; ``"mlflow"``: the MLflow artifact proxy,
     ``to`` being the server's base URL plus the artifact path. ``workers`` files go up at once
     over the client's pools. ``verify="read"`` reads every file back and hashes it (for stores
     that answer neither a digest nor a size). ``progress``: ``None`` a bar on a terminal or in a
-    notebook (tqdm), log lines otherwise. Raises :class:`ArtifactPushError` naming every file
+    notebook (tqdm), log lines otherwise. ``precompute_digest``: ``None`` hashes files up to
+    64 MiB before sending them (``Content-Digest`` header, checked by stores that check it) and
+    larger ones while they stream (one read of the file; checked against the store's answer,
+    ``HEAD`` or listing, and recorded in the manifest); ``True``/``False`` do one or the other
+    for every file. Raises :class:`ArtifactPushError` naming every file
     that did not make it; then no manifest is written.
     """
     workers = check_workers(workers)
@@ -209,7 +226,8 @@ def push(client: MeshClient, path: str | os.PathLike[str], *, to: str, server_id
     if _preflight(store) and manifest and not store.delete(MANIFEST_NAME):
         log.warning("the earlier manifest at %s could not be taken down; readers may see it until this push "
                     "replaces it", redact_url(store.manifest_url))
-    pusher = _Pusher(store, verify)
+    limit = {True: 2**63, False: -1, None: PRECOMPUTE_LIMIT}.get(precompute_digest, PRECOMPUTE_LIMIT)
+    pusher = _Pusher(store, verify, limit)
     bar = make_progress("pushed", len(files), sum(f.size for f in files), store.name, progress)
     done: dict[str, FileResult] = {}
     failed: list[FailedFile] = []

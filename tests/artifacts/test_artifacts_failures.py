@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -56,10 +57,13 @@ def test_connection_cut_mid_upload_is_retried_and_no_partial_file_shows(
     src.mkdir()
     (src / "big.bin").write_bytes(os.urandom(4 * 1024 * 1024))
     with CutProxy(("127.0.0.1", dav.port), cut_after=1024 * 1024) as cutter:
-        report = push(client, src, to=f"{cutter.url}/dav/cut", server_identity=STORE_ID, workers=1)
+        # hashed while it streams: the retry must hash the second pass afresh
+        report = push(client, src, to=f"{cutter.url}/dav/cut", server_identity=STORE_ID, workers=1,
+                      precompute_digest=False)
         assert cutter.cut_count == 1
     (entry,) = report.entries
     assert entry.attempts == 2  # the client's own retry: PUT is idempotent, the body rewound
+    assert entry.sha256 == hashlib.sha256((src / "big.bin").read_bytes()).hexdigest()
     assert (dav.store_root / "cut" / "big.bin").read_bytes() == (src / "big.bin").read_bytes()
     # server side: the cut upload never became a file (nginx spools, then renames a complete body)
     puts = [e for e in dav.wait_for_access_log(5) if e.method == "PUT" and e.uri.endswith("big.bin")]

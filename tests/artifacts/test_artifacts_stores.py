@@ -109,3 +109,24 @@ def test_pull_refuses_a_manifest_that_leaves_dest(dav: NginxDavPeer, client: Mes
     with pytest.raises(ConfigurationError, match="not a plain relative artifact path"):
         pull(client, f"{dav.dav_url}/evil", dest=tmp_path / "back", server_identity=STORE_ID)
     assert not (tmp_path / "escape").exists()
+
+
+@pytest.mark.parametrize("precompute", [True, False])
+def test_digest_before_or_while_streaming(mesh_sandbox: Sandbox, sandbox_client: MeshClient, tmp_path: Path,
+                                          precompute: bool) -> None:
+    """Hashed first (Content-Digest header, checked by the store) or while streaming (checked
+    against the digest the store answers): the same sha-256 either way."""
+    import hashlib
+    import os
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.bin").write_bytes(os.urandom(5 * 1024 * 1024 + 3))
+    svc = mesh_sandbox.service("artifacts")
+    report = push(sandbox_client, src, to=f"{svc['url']}/digest-{precompute}-{tmp_path.name}",
+                  server_identity=svc["identity"], precompute_digest=precompute)
+    (entry,) = report.entries
+    assert entry.sha256 == hashlib.sha256((src / "a.bin").read_bytes()).hexdigest()
+    assert entry.verified == "digest"
+    put = next(e for e in sandbox_client.events if e.method == "PUT")  # type: ignore[attr-defined]
+    assert put.bytes_sent == 5 * 1024 * 1024 + 3
