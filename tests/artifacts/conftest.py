@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shlex
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -81,6 +82,10 @@ def mlflow_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox
     """The sandbox with a real ``mlflow server`` behind its inbound proxy (and the artifact store)."""
     if importlib.util.find_spec("mlflow") is None:
         pytest.skip("mlflow is not installed (make mlflow)")
-    settings = SandboxSettings(tmp_path_factory.mktemp("mlflow-sandbox"), services=("artifacts", "mlflow"))
+    # MESHCLIENT_TEST_MLFLOW_SERVER: the server from another installation (mlflow-skinny has none), e.g.
+    # ".venv/bin/python -m mlflow" when the client side runs under mlflow-skinny 2.11 (make mlflow-2.11)
+    command = shlex.split(os.environ.get("MESHCLIENT_TEST_MLFLOW_SERVER", "")) or None
+    settings = SandboxSettings(tmp_path_factory.mktemp("mlflow-sandbox"), services=("artifacts", "mlflow"),
+                               extra={"mlflow_command": command})
     with Sandbox(settings) as sandbox:
         yield sandbox
