@@ -9,7 +9,7 @@ BIN      := $(VENV)/bin
 STAMP    := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
-.PHONY: help venv test unit lint typecheck demo bench compat compat-15.4 compat-17.3 compat-3.13 wheel clean
+.PHONY: help venv mlflow mlflow-2.11 test unit lint typecheck demo bench compat compat-15.4 compat-17.3 compat-3.13 wheel clean
 
 help:
 	@echo "make demo   - run the end-to-end story on a local sandbox mesh"
@@ -45,7 +45,29 @@ $(PYSPARK): $(STAMP)
 	$(BIN)/python -m pip install -q 'pyspark>=3.5'
 	touch $@
 
-unit: venv $(OAUTH2_SERVER) $(PYSPARK)
+# The MLflow tests run a real `mlflow server` (tracking + artifact proxy) and log an sklearn model:
+# full mlflow and scikit-learn, never meshclient dependencies (about 30 s to install).
+MLFLOW := $(VENV)/.mlflow
+$(MLFLOW): $(STAMP)
+	$(BIN)/python -m pip install -q 'mlflow>=2.11' 'scikit-learn>=1.3'
+	touch $@
+
+mlflow: $(MLFLOW)
+
+# The MLflow plugin story on the client Databricks 15.4 ships (mlflow-skinny 2.11.4 and its pins), against
+# the server of the main venv (mlflow-skinny has no server). About 20 s to install.
+MLFLOW211 := .venv-mlflow2.11/.installed
+$(MLFLOW211): pyproject.toml
+	test -x .venv-mlflow2.11/bin/python || $$(scripts/find-python 3.11) -m venv .venv-mlflow2.11
+	.venv-mlflow2.11/bin/python -m pip install -q -c compat/dbr-15.4-lts.txt -e . 'mlflow-skinny==2.11.4' \
+		'scikit-learn==1.3.0' 'scipy<1.12' pandas numpy cloudpickle pytest pytest-timeout
+	touch $@
+
+mlflow-2.11: $(MLFLOW) $(MLFLOW211)
+	MESHCLIENT_TEST_MLFLOW_SERVER="$(CURDIR)/$(BIN)/python -m mlflow" .venv-mlflow2.11/bin/python -m pytest -q \
+		tests/artifacts/test_mlflow_plugins.py tests/artifacts/test_artifacts_mlflow_store.py
+
+unit: venv $(OAUTH2_SERVER) $(PYSPARK) $(MLFLOW)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test: lint typecheck unit compat-15.4

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from .._version import __version__
 from ..errors import MeshError
-from . import demo_command, doctor, request, sandbox
+from . import demo_command, doctor, request, sandbox, transfer
 from .common import (
     EXIT_ERROR,
     EXIT_USAGE,
@@ -26,7 +26,6 @@ __all__ = ["main", "build_parser", "PLANNED_COMMANDS"]
 #: Commands of the design that later versions add. They are listed in ``--help`` but not
 #: registered, so nobody mistakes a stub for a working command.
 PLANNED_COMMANDS: dict[str, str] = {
-    "push": "push artifacts PATH / push results FILE to a meshed service",
     "score": "score a table file against a meshed model server",
 }
 
@@ -59,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     doctor.register(sub)
     request.register(sub)
+    transfer.register(sub)
     sandbox.register(sub)
     demo_command.register(sub)
     return parser

@@ -222,7 +222,11 @@ class Sandbox:
             return ResultsSink(self.workdir / "data" / "results", host=host, token_validator=validator.validate)
         if name == "artifacts":
             return ArtifactStore(self.workdir / "data" / "artifacts", host=host, token_validator=validator.validate)
-        raise ValueError(f"unknown sandbox service {name!r} (known: echo, results, artifacts)")
+        if name == "mlflow":  # a real `mlflow server` subprocess (needs mlflow installed)
+            from .apps.mlflow_server import MlflowServer
+            return MlflowServer(self.workdir / "data" / "mlflow", host=host,  # type: ignore[return-value]
+                                command=self.settings.extra.get("mlflow_command"))
+        raise ValueError(f"unknown sandbox service {name!r} (known: echo, results, artifacts, mlflow)")
 
     def _write_files(self) -> None:
         _write_private(self.workdir / "sandbox.json", (json.dumps(self.info, indent=2) + "\n").encode())
