@@ -222,7 +222,11 @@ class Sandbox:
             return ResultsSink(self.workdir / "data" / "results", host=host, token_validator=validator.validate)
         if name == "artifacts":
             return ArtifactStore(self.workdir / "data" / "artifacts", host=host, token_validator=validator.validate)
-        raise ValueError(f"unknown sandbox service {name!r} (known: echo, results, artifacts)")
+        if name in ("mlflow", "kserve"):  # real model servers from their own venvs (make model-servers)
+            from .apps.model_servers import sandbox_model_server
+
+            return sandbox_model_server(name, self.workdir, self.settings.extra.get(name), host=host)
+        raise ValueError(f"unknown sandbox service {name!r} (known: echo, results, artifacts, mlflow, kserve)")
 
     def _write_files(self) -> None:
         _write_private(self.workdir / "sandbox.json", (json.dumps(self.info, indent=2) + "\n").encode())

@@ -31,7 +31,7 @@ __all__ = ["Scorer", "PROTOCOLS", "DEFAULT_BATCH_SIZE", "DEFAULT_MAX_BATCH_BYTES
 PROTOCOLS = ("mlflow", "v2")
 DEFAULT_BATCH_SIZE = 1000
 DEFAULT_MAX_BATCH_BYTES = 8 * 1024 * 1024
-_MESSAGE_LIMIT = 300
+_MESSAGE_LIMIT = 400
 
 Gate = Callable[[], AbstractContextManager[Any]]
 
@@ -46,7 +46,10 @@ def _server_message(body: bytes) -> str:
     except ValueError:
         pass
     text = redact_text(" ".join(text.split()))
-    return text[:_MESSAGE_LIMIT] + ("..." if len(text) > _MESSAGE_LIMIT else "")
+    if len(text) <= _MESSAGE_LIMIT:
+        return text
+    # MLflow echoes the input first and says what is wrong last: keep both ends.
+    return text[:100] + " ... " + text[-(_MESSAGE_LIMIT - 100):]
 
 
 class Scorer:
