@@ -72,6 +72,7 @@ class Scorer:
         timeout: per-attempt timeout for scoring requests (default: the client's).
         gate: a callable returning a context manager held around each request (Spark's
             per-executor bound on requests in flight).
+        metadata: v2 only: model metadata already read (executors get the driver's).
     """
 
     def __init__(self, client: MeshClient, endpoint: str, server_identity: str, *, protocol: str = "mlflow",
@@ -79,7 +80,7 @@ class Scorer:
                  batch_size: int = DEFAULT_BATCH_SIZE, max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
                  max_in_flight: int = 1, idempotent: bool = True, binary: bool = True, use_metadata: bool = True,
                  datatypes: Mapping[str, str] | None = None, timeout: float | tuple[float, float] | None = None,
-                 gate: Gate | None = None) -> None:
+                 gate: Gate | None = None, metadata: oip.ModelMetadata | None = None) -> None:
         if protocol not in PROTOCOLS:
             raise ScoringError(f"Unknown scoring protocol {protocol!r}.",
                                hint="Use protocol='mlflow' (POST /invocations) or protocol='v2' (Open Inference Protocol).")
@@ -102,8 +103,10 @@ class Scorer:
         self.datatypes = dict(datatypes or {})
         self.timeout = timeout
         self.gate = gate
-        self._metadata: oip.ModelMetadata | None = None
-        self._metadata_read = False
+        self._metadata = metadata
+        self._metadata_read = metadata is not None
+        #: how error messages name rows (Spark: "partition 3 rows")
+        self.row_label = "rows"
         self._lock = threading.Lock()
 
     # -- v2 metadata ----------------------------------------------------------------------
@@ -162,7 +165,7 @@ class Scorer:
         sent = dict(headers)
         if self.idempotent:
             sent["Idempotency-Key"] = request_id
-        where = f"rows {first}-{stop - 1} at {redact_url(url)}"
+        where = f"{self.row_label} {first}-{stop - 1} at {redact_url(url)}"
         gate = self.gate() if self.gate is not None else contextlib.nullcontext()
         try:
             with gate:

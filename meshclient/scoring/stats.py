@@ -10,7 +10,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["ScoringStats", "bucket_of", "bucket_seconds"]
+from ..audit import AuditEvent
+
+__all__ = ["ScoringStats", "ScoringAuditEvent", "bucket_of", "bucket_seconds"]
 
 _RATIO = 1.05
 _BASE = 1e-5  # 10 µs: bucket 0
@@ -83,3 +85,28 @@ class ScoringStats:
         return (f"{self.rows} rows in {self.requests} requests ({self.retries} retries), "
                 f"latency p50 {ms(self.p50)}, p99 {ms(self.p99)}"
                 + (f", {self.failed_rows} rows failed" if self.failed_rows else ""))
+
+
+@dataclass(frozen=True)
+class ScoringAuditEvent(AuditEvent):
+    """A scoring job's summary in the audit log (method ``SCORE``), next to its requests' events."""
+
+    rows: int = 0
+    requests: int = 0
+    retries: int = 0
+    failed_rows: int = 0
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+
+    @classmethod
+    def of(cls, stats: ScoringStats, *, client_identity: str, server_identity: str, url: str,
+           seconds: float) -> ScoringAuditEvent:
+        def ms(v: float | None) -> float | None:
+            return None if v is None else round(v * 1000, 3)
+
+        return cls(time=AuditEvent.now(), client_identity=client_identity, server_identity=server_identity,
+                   verified_server_identity=None, token_subject=None, method="SCORE", url=url, status=None,
+                   bytes_sent=None, bytes_received=None, duration_ms=round(seconds * 1000, 3),
+                   attempts=stats.requests + stats.retries, idempotency_key=None, trace_id="",
+                   outcome="partial" if stats.failed_rows else "ok", rows=stats.rows, requests=stats.requests,
+                   retries=stats.retries, failed_rows=stats.failed_rows, p50_ms=ms(stats.p50), p99_ms=ms(stats.p99))

@@ -35,17 +35,22 @@ log = logging.getLogger("meshclient.sandbox.models")
 KSERVE_SCRIPT = str(Path(__file__).with_name("kserve_model.py"))
 _REPO = Path(__file__).resolve().parents[3]
 
-#: Trains a scikit-learn regressor on iris (floats out, so exact float transport is tested) and
-#: saves it as an MLflow model (argv[1]: the directory).
+#: Trains a scikit-learn decision-tree regressor on iris and saves it as an MLflow model (argv[1]:
+#: the directory). Floats out, so exact float transport is tested; a tree's answer for a row does
+#: not depend on the batch around it (a linear model's BLAS sums do, in the last bit).
 MLFLOW_TRAIN = """
 import sys, mlflow.sklearn, pandas as pd
 from mlflow.models import infer_signature
 from sklearn.datasets import load_iris
-from sklearn.linear_model import Ridge
+from sklearn.tree import DecisionTreeRegressor
 x, y = load_iris(return_X_y=True, as_frame=True)
 x.columns = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
-model = Ridge(alpha=1.0).fit(x, y.astype("float64"))
-mlflow.sklearn.save_model(model, sys.argv[1], signature=infer_signature(x, model.predict(x)))
+model = DecisionTreeRegressor(max_depth=8, random_state=0).fit(x, y.astype("float64") * 1.37 + 0.01 * x["sepal_width"])
+signature = infer_signature(x, model.predict(x))
+try:
+    mlflow.sklearn.save_model(model, sys.argv[1], signature=signature, skops_trusted_types=["sklearn.tree._tree.Tree"])
+except TypeError:  # MLflow before skops serialization
+    mlflow.sklearn.save_model(model, sys.argv[1], signature=signature)
 """
 #: The model's own predictions, loaded with pyfunc (argv: model dir, input Parquet, output Parquet).
 MLFLOW_PREDICT = """
