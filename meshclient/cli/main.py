@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from .._version import __version__
 from ..errors import MeshError
-from . import demo_command, doctor, request, sandbox
+from . import demo_command, doctor, request, sandbox, score
 from .common import (
     EXIT_ERROR,
     EXIT_USAGE,
@@ -27,7 +27,6 @@ __all__ = ["main", "build_parser", "PLANNED_COMMANDS"]
 #: registered, so nobody mistakes a stub for a working command.
 PLANNED_COMMANDS: dict[str, str] = {
     "push": "push artifacts PATH / push results FILE to a meshed service",
-    "score": "score a table file against a meshed model server",
 }
 
 _DESCRIPTION = """\
@@ -60,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.register(sub)
     request.register(sub)
     sandbox.register(sub)
+    score.register(sub)
     demo_command.register(sub)
     return parser
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from ..errors import ScoringError
 
-__all__ = ["PATH", "encode_request", "decode_response", "Predictions"]
+__all__ = ["PATH", "encode_request", "decode_response", "json_value", "Predictions"]
 
 PATH = "/invocations"
 
@@ -36,10 +36,10 @@ def _column_values(series: Any) -> list[Any]:
         return values
     if kind == "M":
         return [None if v is None or v != v else v.isoformat() for v in series.tolist()]
-    return [_plain(v) for v in series.tolist()]
+    return [json_value(v) for v in series.tolist()]
 
 
-def _plain(value: Any) -> Any:
+def json_value(value: Any) -> Any:
     """A JSON-able value: NA and NaN to ``None``, numpy scalars to Python, timestamps to text."""
     if value is None:
         return None
@@ -52,21 +52,21 @@ def _plain(value: Any) -> Any:
     item = getattr(value, "item", None)
     if callable(item) and not isinstance(value, (list, dict)):
         try:
-            return _plain(item())
+            return json_value(item())
         except (TypeError, ValueError):
             pass
     iso = getattr(value, "isoformat", None)
     if callable(iso):
         return iso()
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [json_value(v) for v in value]
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): json_value(v) for k, v in value.items()}
     if type(value).__name__ in ("NAType", "NaTType"):
         return None
     tolist = getattr(value, "tolist", None)
     if callable(tolist):
-        return _plain(tolist())
+        return json_value(tolist())
     return str(value)
 
 

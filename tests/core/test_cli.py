@@ -124,7 +124,7 @@ def test_help_lists_every_design_command(capsys: pytest.CaptureFixture[str]) -> 
     assert "MESHCLIENT_CERT" in out and "22" in out
 
 
-@pytest.mark.parametrize("command", ["push", "score"])
+@pytest.mark.parametrize("command", ["push"])
 def test_planned_commands_say_not_available(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main([command, "artifacts", "x"]) == 2
     err = capsys.readouterr().err
