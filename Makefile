@@ -69,10 +69,11 @@ test: lint typecheck unit compat-15.4
 demo: venv
 	$(BIN)/meshclient demo
 
-bench: venv
+bench: venv $(PYSPARK) $(MLFLOW_SERVER)
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/full_stack.py
 	$(BIN)/python bench/rotation.py
+	$(BIN)/python bench/scoring_spark.py
 
 compat: compat-15.4 compat-17.3 compat-3.13
 
