@@ -172,3 +172,26 @@ def test_wrong_server_identity_is_refused(models: Sandbox, client: MeshClient, s
     with pytest.raises(Exception, match="TLSHandshakeError|ServerIdentityError"):
         scored.collect()  # executors refuse it too
     assert server.requests == 0
+
+
+def test_job_figures_reach_the_audit_log(models: Sandbox, spark_env: Any, table: Any, tmp_path: Any) -> None:
+    import json
+
+    svc = models.service("mlflow")
+    audit = tmp_path / "audit.jsonl"
+    server = relay(models, "mlflow")
+    with MeshClient(models.client_credentials(), audit=str(audit)) as audited:
+        job = mspark.ScoringJob()
+        scored = mspark.score(frame(spark_env, table.head(3000), 3), endpoint=svc["url"],
+                              server_identity=svc["identity"], client=audited, input_cols=COLUMNS, batch_size=500,
+                              return_type="double", job=job)
+        assert job.stats.rows == 0  # lazy: nothing ran yet
+        assert scored.count() == 3000
+        job.report()
+    events = [json.loads(line) for line in audit.read_text().splitlines()]
+    posts = [e for e in events if e["method"] == "POST"]
+    (summary,) = [e for e in events if e["method"] == "SCORE"]
+    assert len(posts) == server.requests == summary["requests"] >= 6  # executors' request events too
+    assert summary["rows"] == 3000 and summary["retries"] == 0 and summary["outcome"] == "ok"
+    assert summary["p50_ms"] is not None and summary["p99_ms"] >= summary["p50_ms"]
+    assert summary["url"].endswith("/invocations") and summary["server_identity"] == svc["identity"]
