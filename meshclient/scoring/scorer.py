@@ -9,12 +9,13 @@ GET. ``idempotent=False`` opts out (for a model with side effects): the POST is 
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
@@ -211,9 +212,15 @@ class Scorer:
 
         if self.max_in_flight == 1:
             parts = [run(b) for b in batches]
-        else:
+        else:  # a sliding window: at most 2 x max_in_flight encoded bodies in memory at once
             with ThreadPoolExecutor(self.max_in_flight, thread_name_prefix="meshclient-score") as pool:
-                parts = list(pool.map(run, batches))
+                pending: collections.deque[Future[tuple[int, int, Any]]] = collections.deque()
+                for item in batches:
+                    if len(pending) >= 2 * self.max_in_flight:
+                        parts.append(pending.popleft().result())
+                    pending.append(pool.submit(run, item))
+                while pending:
+                    parts.append(pending.popleft().result())
         return _combine(parts, stats)
 
 
