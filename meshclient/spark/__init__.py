@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .share import SharedClient, share
+from .share import SharedClient, is_spark_connect, share
 
-__all__ = ["SharedClient", "share", "score", "ScoringJob"]
+__all__ = ["SharedClient", "share", "is_spark_connect", "score", "ScoringJob"]
 
 
 def __getattr__(name: str) -> Any:
