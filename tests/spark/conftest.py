@@ -66,7 +66,7 @@ class SparkEnv:
     worker_logs: Path
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # one JVM per process: a second session would not get this log4j config
 def spark_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkEnv]:
     pytest.importorskip("pyspark", reason="pyspark is not installed (pip install 'meshclient[spark]')")
     if _java() is None:
