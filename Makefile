@@ -65,7 +65,7 @@ $(MLFLOW211): pyproject.toml
 
 mlflow-2.11: $(MLFLOW) $(MLFLOW211)
 	MESHCLIENT_TEST_MLFLOW_SERVER="$(CURDIR)/$(BIN)/python -m mlflow" .venv-mlflow2.11/bin/python -m pytest -q \
-		tests/artifacts/test_mlflow_plugins.py tests/artifacts/test_artifacts_mlflow_store.py
+		tests/artifacts/test_mlflow_plugins.py tests/artifacts/test_mlflow_artifact_repo.py tests/artifacts/test_artifacts_mlflow_store.py
 
 unit: venv $(OAUTH2_SERVER) $(PYSPARK) $(MLFLOW)
 	$(BIN)/pytest $(PYTEST_ARGS)
