@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import OTHER_ID, STORE_ID, make_tree, needs_mlflow, tree_bytes
+from artifact_helpers import OTHER_ID, STORE_ID, make_tree, needs_mlflow, tree_bytes
 from cut_proxy import CutProxy
 
 from meshclient import MeshClient, ServerIdentityError, TLSHandshakeError

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import STORE_ID, make_tree, tree_bytes
+from artifact_helpers import STORE_ID, make_tree, tree_bytes
 
 from meshclient import MeshClient
 from meshclient.artifacts import MANIFEST_NAME, pull, push

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import OTHER_ID, STORE_ID, needs_nginx
+from artifact_helpers import OTHER_ID, STORE_ID, needs_nginx
 
 from meshclient import MeshClient, TLSHandshakeError
 from meshclient.artifacts import ArtifactChangedError, Manifest, ManifestEntry, push
