@@ -70,7 +70,7 @@ mlflow-2.11: $(MLFLOW) $(MLFLOW211)
 unit: venv $(OAUTH2_SERVER) $(PYSPARK) $(MLFLOW)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-test: lint typecheck unit compat-15.4
+test: lint typecheck unit compat-15.4 mlflow-2.11
 
 demo: venv
 	$(BIN)/meshclient demo
