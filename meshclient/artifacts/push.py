@@ -164,9 +164,9 @@ class _Pusher:
         if self.batched:
             return FileResult(f.rel, size, sha, "pending", attempts)
         digest, stored = self.store.stat(f.rel)
-        return self._checked(f.rel, sha, size, digest, stored, attempts)
+        return self.checked(f.rel, sha, size, digest, stored, attempts)
 
-    def _checked(self, rel: str, sha: str, size: int, digest: str | None, stored: int | None,
+    def checked(self, rel: str, sha: str, size: int, digest: str | None, stored: int | None,
                  attempts: int) -> FileResult:
         if digest is None and stored is None:
             raise ArtifactIntegrityError(f"{rel}: the store does not show the file after storing it.",
@@ -256,7 +256,7 @@ def push(client: MeshClient, path: str | os.PathLike[str], *, to: str, server_id
                 r = done[rel]
                 try:
                     digest, stored = stats.get(rel, (None, None))
-                    done[rel] = pusher._checked(rel, r.sha256, r.size, digest, stored, r.attempts)
+                    done[rel] = pusher.checked(rel, r.sha256, r.size, digest, stored, r.attempts)
                 except Exception as exc:
                     del done[rel]
                     failed.append(_failure(rel, exc))
