@@ -9,7 +9,7 @@ BIN      := $(VENV)/bin
 STAMP    := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
-.PHONY: help venv mlflow mlflow-2.11 test unit lint typecheck demo bench compat compat-15.4 compat-17.3 compat-3.13 wheel clean
+.PHONY: help venv mlflow mlflow-2.11 model-servers test unit lint typecheck demo bench compat compat-15.4 compat-17.3 compat-3.13 wheel clean
 
 help:
 	@echo "make demo   - run the end-to-end story on a local sandbox mesh"
@@ -67,7 +67,24 @@ mlflow-2.11: $(MLFLOW) $(MLFLOW211)
 	MESHCLIENT_TEST_MLFLOW_SERVER="$(CURDIR)/$(BIN)/python -m mlflow" .venv-mlflow2.11/bin/python -m pytest -q \
 		tests/artifacts/test_mlflow_plugins.py tests/artifacts/test_mlflow_artifact_repo.py tests/artifacts/test_artifacts_mlflow_store.py
 
-unit: venv $(OAUTH2_SERVER) $(PYSPARK) $(MLFLOW)
+
+# Model servers the scoring tests score against, each in its own venv (their pins conflict):
+# the MLflow scoring server (mlflow + scikit-learn) and KServe's model server (kserve + scikit-learn).
+MLFLOW_SERVER := .venv-mlflow/.installed
+$(MLFLOW_SERVER):
+	test -x .venv-mlflow/bin/python || $(PYTHON) -m venv .venv-mlflow
+	.venv-mlflow/bin/python -m pip install -q 'mlflow>=2.11' scikit-learn pandas pyarrow
+	touch $@
+
+KSERVE_SERVER := .venv-kserve/.installed
+$(KSERVE_SERVER):
+	test -x .venv-kserve/bin/python || $(PYTHON) -m venv .venv-kserve
+	.venv-kserve/bin/python -m pip install -q 'kserve==0.21.*' scikit-learn
+	touch $@
+
+model-servers: $(MLFLOW_SERVER) $(KSERVE_SERVER)
+
+unit: venv $(OAUTH2_SERVER) $(PYSPARK) $(MLFLOW) $(MLFLOW_SERVER) $(KSERVE_SERVER)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test: lint typecheck unit compat-15.4 mlflow-2.11
@@ -75,10 +92,11 @@ test: lint typecheck unit compat-15.4 mlflow-2.11
 demo: venv
 	$(BIN)/meshclient demo
 
-bench: venv
+bench: venv $(PYSPARK) $(MLFLOW_SERVER)
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/full_stack.py
 	$(BIN)/python bench/rotation.py
+	$(BIN)/python bench/scoring_spark.py
 
 compat: compat-15.4 compat-17.3 compat-3.13
 

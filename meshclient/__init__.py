@@ -39,6 +39,7 @@ from .errors import (
     MissingIntermediateError,
     NoEndpointAvailableError,
     PolicyDeniedError,
+    ScoringError,
     SecretScopeError,
     ServerIdentityError,
     TLSHandshakeError,
@@ -115,13 +116,14 @@ __all__ = [
     "NoEndpointAvailableError",
     "EgressDeniedError",
     "DeadlineExceededError",
+    "ScoringError",
 ]
 
 
 def __getattr__(name: str) -> object:
-    """``meshclient.spark`` loads on first use (it never imports pyspark itself until needed)."""
-    if name == "spark":
+    """``meshclient.spark`` and ``meshclient.scoring`` load on first use (no pyspark, pandas or numpy until needed)."""
+    if name in ("spark", "scoring"):
         import importlib
 
-        return importlib.import_module(".spark", __name__)
+        return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'meshclient' has no attribute {name!r}")

@@ -39,6 +39,7 @@ __all__ = [
     "EgressDeniedError",
     "DeadlineExceededError",
     "SecretScopeError",
+    "ScoringError",
 ]
 
 
@@ -199,4 +200,18 @@ class SecretScopeError(MaterialNotFoundError):
     def __init__(self, message: str, *, scope: str, key: str, hint: str | None = None) -> None:
         self.scope = scope
         self.key = key
+        super().__init__(message, hint=hint)
+
+
+class ScoringError(MeshError):
+    """Scoring a table against a model server failed: a bad input or answer, or a failed batch.
+
+    ``rows`` is the failed batch's ``(start, stop)`` row positions (``None`` when it is not about
+    one batch); ``status`` the server's HTTP status when it answered.
+    """
+
+    def __init__(self, message: str, *, hint: str | None = None, rows: tuple[int, int] | None = None,
+                 status: int | None = None) -> None:
+        self.rows = rows
+        self.status = status
         super().__init__(message, hint=hint)

@@ -162,6 +162,11 @@ def _analyse_spiffe(text: str) -> tuple[IdentityKind, str, str | None, str | Non
     if len(text) > _MAX_SPIFFE:
         raise IdentityError(f"SPIFFE ID {text[:40]!r}... is {len(text)} characters; the limit is {_MAX_SPIFFE}.",
                             hint="Use a shorter path.")
+    if "?" in text or "#" in text:  # quoted without the query: a query value is never shown
+        shown = text.split("?", 1)[0].split("#", 1)[0]
+        raise IdentityError(f"SPIFFE ID {shown + '?...'!r} has a query or fragment: characters outside "
+                            "[A-Za-z0-9._-] in its path.",
+                            hint="A SPIFFE ID is spiffe://<trust-domain>/<path> with nothing after the path.")
     rest = text[len("spiffe://") :]
     td, slash, path = rest.partition("/")
     if not td:

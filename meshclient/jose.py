@@ -110,10 +110,7 @@ def b64url_encode(data: bytes) -> str:
 
 def b64url_decode(data: str | bytes) -> bytes:
     """Strict unpadded base64url decode; raises ``ValueError`` on anything else."""
-    try:
-        raw = data.encode("ascii") if isinstance(data, str) else bytes(data)
-    except UnicodeEncodeError as exc:
-        raise ValueError("not unpadded base64url") from exc
+    raw = data.encode("ascii", "replace") if isinstance(data, str) else bytes(data)  # '?' fails the match
     if not _B64URL_RE.fullmatch(raw) or len(raw) % 4 == 1:
         raise ValueError("not unpadded base64url")
     try:
@@ -408,10 +405,10 @@ def sign_jws(
 def _split(token: str | bytes) -> tuple[dict[str, Any], bytes, bytes, bytes]:
     """(header, payload, signature, signing input); raises ``malformed`` errors."""
     if isinstance(token, bytes):
-        try:
-            token = token.decode("ascii")
-        except UnicodeDecodeError as exc:
-            raise JWTError("JWT is malformed: it is not ASCII", reason="malformed") from exc
+        # checked, not caught: a UnicodeDecodeError would carry the whole token in its context
+        if not token.isascii():
+            raise JWTError("JWT is malformed: it is not ASCII", reason="malformed")
+        token = token.decode("ascii")
     if not isinstance(token, str):
         raise JWTError(f"JWT is malformed: expected a string, got {type(token).__name__}", reason="malformed")
     if len(token) > _MAX_TOKEN_CHARS:

@@ -7,6 +7,8 @@ import pytest
 from meshclient import Credentials
 from meshclient.sandbox.pki import IssuedLeaf, SandboxPKI
 
+pytest_plugins = ["leak_scan"]  # every test is also scanned for secrets in errors, logs and output
+
 CLIENT_ID = "notebook.ml-team.serviceaccount.identity.linkerd.cluster.local"
 SERVER_ID = "echo.ml-platform.serviceaccount.identity.linkerd.cluster.local"
 

@@ -32,7 +32,7 @@ from .common import (
     add_token_options,
     load_credentials,
 )
-from .request import _token_provider
+from .request import token_provider
 
 __all__ = ["add_push", "add_pull", "run_push", "run_pull"]
 
@@ -123,7 +123,7 @@ def _log_lines() -> None:
 
 def _client(args: argparse.Namespace, environ: Mapping[str, str] | None, timeout: tuple[float, float]) -> MeshClient:
     creds = load_credentials(args, environ, timeout=args.timeout)
-    return MeshClient(creds, timeout=timeout, token=_token_provider(args, environ, args.timeout))
+    return MeshClient(creds, timeout=timeout, token=token_provider(args, environ, args.timeout))
 
 
 def _print(report: PushReport | PullReport, verb: str, where: str, as_json: bool) -> None:

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from .._version import __version__
 from ..errors import MeshError
-from . import demo_command, doctor, request, sandbox, transfer
+from . import demo_command, doctor, request, sandbox, score, transfer
 from .common import (
     EXIT_ERROR,
     EXIT_USAGE,
@@ -21,13 +21,7 @@ from .common import (
     report_error,
 )
 
-__all__ = ["main", "build_parser", "PLANNED_COMMANDS"]
-
-#: Commands of the design that later versions add. They are listed in ``--help`` but not
-#: registered, so nobody mistakes a stub for a working command.
-PLANNED_COMMANDS: dict[str, str] = {
-    "score": "score a table file against a meshed model server",
-}
+__all__ = ["main", "build_parser"]
 
 _DESCRIPTION = """\
 Speak mutual TLS to services meshed by Linkerd, without a proxy: this workload proves its
@@ -36,9 +30,8 @@ identity with its mesh certificate, and every server must prove the identity you
 
 
 def _epilog() -> str:
-    planned = "\n".join(f"  {name:<9} {text}" for name, text in PLANNED_COMMANDS.items())
     return (
-        f"not available in this version (planned):\n{planned}\n\n{MATERIAL_HELP}\n"
+        f"{MATERIAL_HELP}\n"
         "exit status:\n  0 success; 1 an error (material, connection, TLS, identity) or a failed doctor check;\n"
         "  2 a bad command line; 22 request: the server answered, but not with 2xx.\n\n"
         "Start with: meshclient doctor   (then: meshclient doctor --target URL --server-identity ID)"
@@ -60,15 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     request.register(sub)
     transfer.register(sub)
     sandbox.register(sub)
+    score.register(sub)
     demo_command.register(sub)
     return parser
-
-
-def _first_command(argv: Sequence[str]) -> str | None:
-    for arg in argv:
-        if not arg.startswith("-"):
-            return arg
-    return None
 
 
 def _silence_broken_stdout() -> None:
@@ -83,12 +70,6 @@ def _silence_broken_stdout() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``meshclient`` with ``argv`` (default ``sys.argv[1:]``) and return the exit status."""
     args_list = list(sys.argv[1:] if argv is None else argv)
-    command = _first_command(args_list)
-    if command in PLANNED_COMMANDS:
-        print(f"meshclient: error: '{command}' is not available in this version "
-              f"({PLANNED_COMMANDS[command]}).", file=sys.stderr)
-        print("  fix: see 'meshclient --help' for the commands this version has.", file=sys.stderr)
-        return EXIT_USAGE
     parser = build_parser()
     try:
         args = parser.parse_args(args_list)

@@ -41,7 +41,7 @@ from .common import (
     token_source,
 )
 
-__all__ = ["register", "run", "CHUNK_SIZE"]
+__all__ = ["register", "run", "token_provider", "CHUNK_SIZE"]
 
 CHUNK_SIZE = 64 * 1024
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 token: methods and header names
@@ -215,7 +215,7 @@ def _explain_status(resp: requests.Response, creds: Credentials) -> None:
               "with its own --server-identity.", file=sys.stderr)
 
 
-def _token_provider(args: argparse.Namespace, environ: Mapping[str, str] | None,
+def token_provider(args: argparse.Namespace, environ: Mapping[str, str] | None,
                     timeout: float | None) -> TokenProvider | None:
     """The bearer-token source named on the command line (secrets only from the environment)."""
     kind = token_source(args)
@@ -240,7 +240,7 @@ def run(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> i
     timeout = DEFAULT_TIMEOUT if args.timeout is None else (args.timeout, args.timeout)
     with contextlib.ExitStack() as stack:
         body = _body(args.data, stack)
-        token = _token_provider(args, environ, args.timeout)
+        token = token_provider(args, environ, args.timeout)
         client = stack.enter_context(MeshClient(creds, timeout=timeout, token=token))
         direct: bool | str | None = None if args.direct is None else (args.direct or True)
         resp = client.request(method, args.url, server_identity=identity, server_name=args.server_name,

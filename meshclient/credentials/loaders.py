@@ -80,6 +80,25 @@ class RawMaterial:
         return f"RawMaterial(source={self.source!r})"
 
 
+def _read_error(failure: tuple[type[OSError], str], what: str, p: Path, shown: str, source: str,
+                where_hint: str) -> MaterialNotFoundError:
+    kind, reason = failure
+    if issubclass(kind, FileNotFoundError):
+        cwd = "" if p.is_absolute() else f", relative to the working directory {os.getcwd()}"
+        return MaterialNotFoundError(
+            f"The {what} file {shown}{source} does not exist{cwd}.",
+            hint=f"{where_hint}: give the path of an existing file (an absolute path is safest), or pass the PEM "
+            "text itself.",
+        )
+    if issubclass(kind, PermissionError):
+        return MaterialNotFoundError(
+            f"The {what} file {shown}{source} cannot be read: permission denied.",
+            hint="Run as a user that can read it, or copy the material to a location this process can read.",
+        )
+    return MaterialNotFoundError(f"The {what} file {shown}{source} cannot be read: {reason}.",
+                                 hint=f"{where_hint}: give the path of a readable regular file.")
+
+
 def read_file(path: str | os.PathLike[str], what: str, *, via: str = "") -> bytes:
     """Read one material file, turning every OS error into a message that names the file.
 
@@ -103,23 +122,14 @@ def read_file(path: str | os.PathLike[str], what: str, *, via: str = "") -> byte
             )
         with p.open("rb") as fh:
             data = fh.read(MAX_MATERIAL_BYTES + 1)
-    except FileNotFoundError:
-        cwd = "" if p.is_absolute() else f", relative to the working directory {os.getcwd()}"
-        raise MaterialNotFoundError(
-            f"The {what} file {shown}{source} does not exist{cwd}.",
-            hint=f"{where_hint}: give the path of an existing file (an absolute path is safest), or pass the PEM "
-            "text itself.",
-        ) from None
-    except PermissionError:
-        raise MaterialNotFoundError(
-            f"The {what} file {shown}{source} cannot be read: permission denied.",
-            hint="Run as a user that can read it, or copy the material to a location this process can read.",
-        ) from None
     except OSError as err:
-        raise MaterialNotFoundError(
-            f"The {what} file {shown}{source} cannot be read: {err.strerror or type(err).__name__}.",
-            hint=f"{where_hint}: give the path of a readable regular file.",
-        ) from None
+        # Raised below, outside this block: an OSError's context carries the "path", which may be
+        # a pasted key, and ``from None`` only hides the context, it keeps it on the exception.
+        failure: tuple[type[OSError], str] | None = (type(err), err.strerror or type(err).__name__)
+    else:
+        failure = None
+    if failure is not None:
+        raise _read_error(failure, what, p, shown, source, where_hint)
     if len(data) > MAX_MATERIAL_BYTES:
         raise MaterialFormatError(
             f"The {what} file {shown}{source} is larger than {MAX_MATERIAL_BYTES // (1 << 20)} MiB; mesh certificates "

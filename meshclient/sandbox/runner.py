@@ -226,7 +226,12 @@ class Sandbox:
             from .apps.mlflow_server import MlflowServer
             return MlflowServer(self.workdir / "data" / "mlflow", host=host,  # type: ignore[return-value]
                                 command=self.settings.extra.get("mlflow_command"))
-        raise ValueError(f"unknown sandbox service {name!r} (known: echo, results, artifacts, mlflow)")
+        if name in ("mlflow-scoring", "kserve"):  # real model servers from their own venvs (make model-servers)
+            from .apps.model_servers import sandbox_model_server
+
+            return sandbox_model_server("mlflow" if name == "mlflow-scoring" else name, self.workdir,
+                                        self.settings.extra.get(name), host=host)
+        raise ValueError(f"unknown sandbox service {name!r} (known: echo, results, artifacts, mlflow, mlflow-scoring, kserve)")
 
     def _write_files(self) -> None:
         _write_private(self.workdir / "sandbox.json", (json.dumps(self.info, indent=2) + "\n").encode())
