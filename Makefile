@@ -92,11 +92,13 @@ test: lint typecheck unit compat-15.4 mlflow-2.11
 demo: venv
 	$(BIN)/meshclient demo
 
-bench: venv $(PYSPARK) $(MLFLOW_SERVER)
+bench: venv $(PYSPARK) $(MLFLOW_SERVER) $(MLFLOW)
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/full_stack.py
 	$(BIN)/python bench/rotation.py
 	$(BIN)/python bench/scoring_spark.py
+	$(BIN)/python bench/artifacts_webdav.py
+	$(BIN)/python bench/artifacts_mlflow.py
 
 compat: compat-15.4 compat-17.3 compat-3.13
 
