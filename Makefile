@@ -65,7 +65,7 @@ $(MLFLOW211): pyproject.toml
 
 mlflow-2.11: $(MLFLOW) $(MLFLOW211)
 	MESHCLIENT_TEST_MLFLOW_SERVER="$(CURDIR)/$(BIN)/python -m mlflow" .venv-mlflow2.11/bin/python -m pytest -q \
-		tests/artifacts/test_mlflow_plugins.py tests/artifacts/test_artifacts_mlflow_store.py
+		tests/artifacts/test_mlflow_plugins.py tests/artifacts/test_mlflow_artifact_repo.py tests/artifacts/test_artifacts_mlflow_store.py
 
 
 # Model servers the scoring tests score against, each in its own venv (their pins conflict):
@@ -87,16 +87,18 @@ model-servers: $(MLFLOW_SERVER) $(KSERVE_SERVER)
 unit: venv $(OAUTH2_SERVER) $(PYSPARK) $(MLFLOW) $(MLFLOW_SERVER) $(KSERVE_SERVER)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-test: lint typecheck unit compat-15.4
+test: lint typecheck unit compat-15.4 mlflow-2.11
 
 demo: venv
 	$(BIN)/meshclient demo
 
-bench: venv $(PYSPARK) $(MLFLOW_SERVER)
+bench: venv $(PYSPARK) $(MLFLOW_SERVER) $(MLFLOW)
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/full_stack.py
 	$(BIN)/python bench/rotation.py
 	$(BIN)/python bench/scoring_spark.py
+	$(BIN)/python bench/artifacts_webdav.py
+	$(BIN)/python bench/artifacts_mlflow.py
 
 compat: compat-15.4 compat-17.3 compat-3.13
 

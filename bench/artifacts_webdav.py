@@ -40,18 +40,29 @@ def _rss_kib() -> int:
 
 
 def child(args: argparse.Namespace) -> None:
-    """One meshclient push in a fresh process: prints seconds and RSS figures as JSON."""
+    """One meshclient push in a fresh process: prints seconds and RSS figures as JSON.
+
+    ``--raw``: a bare ``client.put`` of the file streamed from disk, without hashing or
+    verification — the transport's own throughput, to show where the push's time goes."""
     from meshclient import Credentials, MeshClient
     from meshclient.artifacts import push
+    from meshclient.artifacts.body import FileBody
 
     creds = Credentials.from_files(args.cert, args.key, args.anchors)
     with MeshClient(creds, timeout=(5.0, 120.0)) as client:
         before = _rss_kib()
         t0 = time.perf_counter()
-        report = push(client, args.file, to=args.to, server_identity=IDENTITY, workers=1, progress=False)
+        if args.raw:
+            size = Path(args.file).stat().st_size
+            response = client.put(f"{args.to}/big.bin", server_identity=IDENTITY,
+                                  data=FileBody(Path(args.file), size, "big.bin"))
+            assert response.status_code in (201, 204), response.status_code
+            nbytes = size
+        else:
+            nbytes = push(client, args.file, to=args.to, server_identity=IDENTITY, workers=1, progress=False).bytes
         seconds = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    print(json.dumps({"seconds": seconds, "bytes": report.bytes, "rss_before_kib": before, "rss_peak_kib": peak}))
+    print(json.dumps({"seconds": seconds, "bytes": nbytes, "rss_before_kib": before, "rss_peak_kib": peak}))
 
 
 def run_curl(file: Path, url: str, port: int, cert: Path, key: Path, anchors: Path) -> float:
@@ -66,9 +77,10 @@ def run_curl(file: Path, url: str, port: int, cert: Path, key: Path, anchors: Pa
     return seconds
 
 
-def run_mesh(file: Path, to: str, cert: Path, key: Path, anchors: Path) -> dict[str, float]:
+def run_mesh(file: Path, to: str, cert: Path, key: Path, anchors: Path, raw: bool = False) -> dict[str, float]:
     done = subprocess.run([sys.executable, __file__, "--child", "--file", str(file), "--to", to, "--cert", str(cert),
-                           "--key", str(key), "--anchors", str(anchors)], capture_output=True, text=True, check=False)
+                           "--key", str(key), "--anchors", str(anchors), *(["--raw"] if raw else [])],
+                          capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"meshclient push failed: {done.stderr.strip()[-2000:]}")
     result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
@@ -81,6 +93,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--workdir", type=Path)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--raw", action="store_true", help=argparse.SUPPRESS)
     for name in ("file", "to", "cert", "key", "anchors"):
         parser.add_argument(f"--{name}", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -113,11 +126,13 @@ def main() -> None:
                 fh.write(block)
         size = big.stat().st_size
         with NginxDavPeer.for_leaf(server, workdir=work / "nginx") as peer:
-            curl_s, mesh_s, growth = [], [], []
+            curl_s, mesh_s, raw_s, growth = [], [], [], []
             for i in range(args.runs):
-                order = ("curl", "mesh") if i % 2 == 0 else ("mesh", "curl")
+                order = ("curl", "mesh", "raw") if i % 2 == 0 else ("raw", "mesh", "curl")
                 for side in order:
-                    if side == "curl":
+                    if side == "raw":
+                        raw_s.append(run_mesh(big, f"{peer.dav_url}/raw/{i}", cert, key, anchors, raw=True)["seconds"])
+                    elif side == "curl":
                         curl_s.append(run_curl(big, f"https://{IDENTITY}:{peer.port}/dav/curl/{i}/big.bin", peer.port,
                                                cert, key, anchors))
                     else:
@@ -132,7 +147,11 @@ def main() -> None:
         print(f"curl:       best {min(curl_s):.3f} s  ({curl_tp:.0f} MiB/s)  runs {[round(s, 3) for s in curl_s]}")
         print(f"meshclient: best {min(mesh_s):.3f} s  ({mesh_tp:.0f} MiB/s)  runs {[round(s, 3) for s in mesh_s]}"
               "  (sha-256 + PUT + HEAD + manifest)")
+        raw_tp = mib / min(raw_s)
+        print(f"transport only (client.put, no sha-256, no verification): best {min(raw_s):.3f} s ({raw_tp:.0f} MiB/s)")
         print(f"ratio meshclient/curl (throughput): {mesh_tp / curl_tp:.3f}  (target >= 0.9)")
+        print(f"ratio transport-only/curl (throughput): {raw_tp / curl_tp:.3f}  (what the sha-256 costs: "
+              f"{(1 / mesh_tp - 1 / raw_tp) * mib:.2f} s of {min(mesh_s):.2f} s)")
         print(f"meshclient RSS growth during the push: max {max(growth):.1f} MiB  (target < 64 MiB)")
     finally:
         if args.workdir is None:

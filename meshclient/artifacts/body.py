@@ -45,6 +45,7 @@ class FileBody:
         self.sha256: str | None = None
         self._position = 0
         self.passes = 0
+        self._last_stop: threading.Event | None = None  # the previous pass's reader, if it is still around
 
     def __len__(self) -> int:
         return self.size
@@ -86,6 +87,9 @@ class FileBody:
         """Chunks read and hashed by a helper thread, a few chunks ahead of the sender."""
         q: queue.Queue[object] = queue.Queue(maxsize=_READ_AHEAD)
         stop = threading.Event()
+        if self._last_stop is not None:  # a cut pass whose generator was never closed: end its reader now
+            self._last_stop.set()
+        self._last_stop = stop
 
         def reader() -> None:
             try:

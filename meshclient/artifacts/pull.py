@@ -19,8 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..audit import TraceContext
 from ..errors import ConfigurationError, MeshError
 from ..identity import Identity
+from ..redaction import redact_url
+from .audit_events import AuditEmitter
 from .digest import CHUNK, parse_sha256
 from .errors import ArtifactIntegrityError, ArtifactPullError, FailedFile
 from .manifest import MANIFEST_NAME, Manifest, ManifestEntry
@@ -117,7 +120,8 @@ def pull(client: MeshClient, url: str, *, dest: str | os.PathLike[str], server_i
     Raises :class:`ArtifactPullError` naming the files that failed (none of them is left in ``dest``).
     """
     workers = check_workers(workers)
-    store = make_store(client, url, server_identity, protocol, {})
+    trace = TraceContext.from_headers(None)  # one trace id for the whole pull, in every audit event
+    store = make_store(client, url, server_identity, protocol, {"traceparent": trace.header})
     started = time.monotonic()
     manifest = _fetch_manifest(store)
     if manifest is not None:
@@ -139,6 +143,7 @@ def pull(client: MeshClient, url: str, *, dest: str | os.PathLike[str], server_i
     bar = make_progress("pulled", len(entries), sum(e.size for e in entries), store.name, progress)
     done: dict[str, FileResult] = {}
     failed: list[FailedFile] = []
+    audit = AuditEmitter(client, "PULL", str(store.server_identity), trace.trace_id)
     try:
         with ThreadPoolExecutor(max_workers=min(workers, max(1, len(entries))),
                                 thread_name_prefix="meshclient-pull") as pool:
@@ -150,10 +155,16 @@ def pull(client: MeshClient, url: str, *, dest: str | os.PathLike[str], server_i
                 except Exception as exc:
                     message = exc.message if isinstance(exc, MeshError) else str(exc)
                     failed.append(FailedFile(e.path, type(exc).__name__, message[:300]))
+                    audit.file(redact_url(store.file_url(e.path)), e.path, size=None, sha256=None, verified=None,
+                               seconds=time.monotonic() - started, attempts=1, error=type(exc).__name__)
                 else:
-                    bar.file_done(done[e.path].size)
+                    r = done[e.path]
+                    bar.file_done(r.size)
+                    audit.file(redact_url(store.file_url(e.path)), e.path, size=r.size, sha256=r.sha256,
+                               verified=r.verified, seconds=time.monotonic() - started, attempts=1)
     finally:
         bar.close()
+        audit.close()
     if failed:
         raise ArtifactPullError.of(store.name, sorted(failed, key=lambda x: x.path), len(entries))
     results = tuple(done[e.path] for e in entries)

@@ -30,6 +30,7 @@ from ..errors import (
 )
 from ..identity import Identity
 from ..redaction import redact_url
+from .audit_events import AuditEmitter
 from .body import FileBody
 from .digest import CHUNK, content_digest, sha256_file
 from .errors import ArtifactChangedError, ArtifactIntegrityError, ArtifactPushError, FailedFile
@@ -164,9 +165,9 @@ class _Pusher:
         if self.batched:
             return FileResult(f.rel, size, sha, "pending", attempts)
         digest, stored = self.store.stat(f.rel)
-        return self._checked(f.rel, sha, size, digest, stored, attempts)
+        return self.checked(f.rel, sha, size, digest, stored, attempts)
 
-    def _checked(self, rel: str, sha: str, size: int, digest: str | None, stored: int | None,
+    def checked(self, rel: str, sha: str, size: int, digest: str | None, stored: int | None,
                  attempts: int) -> FileResult:
         if digest is None and stored is None:
             raise ArtifactIntegrityError(f"{rel}: the store does not show the file after storing it.",
@@ -231,6 +232,13 @@ def push(client: MeshClient, path: str | os.PathLike[str], *, to: str, server_id
     bar = make_progress("pushed", len(files), sum(f.size for f in files), store.name, progress)
     done: dict[str, FileResult] = {}
     failed: list[FailedFile] = []
+    audit = AuditEmitter(client, "PUSH", str(store.server_identity), trace.trace_id)
+
+    def record(rel: str, size: int | None, result: FileResult | None, error: str | None) -> None:
+        audit.file(redact_url(store.file_url(rel)), rel, size=size, sha256=result.sha256 if result else None,
+                   verified=result.verified if result else None, seconds=time.monotonic() - started,
+                   attempts=result.attempts if result else 1, error=error)
+
     try:
         with ThreadPoolExecutor(max_workers=min(workers, max(1, len(files))),
                                 thread_name_prefix="meshclient-push") as pool:
@@ -240,6 +248,7 @@ def push(client: MeshClient, path: str | os.PathLike[str], *, to: str, server_id
                 try:
                     done[f.rel] = future.result()
                 except Exception as exc:
+                    record(f.rel, f.size, None, type(exc).__name__)
                     if _fatal(exc) and not pusher.stop.is_set():
                         pusher.stop.set()
                         if not done and not failed:  # the first answer already says it all
@@ -249,6 +258,8 @@ def push(client: MeshClient, path: str | os.PathLike[str], *, to: str, server_id
                     failed.append(_failure(f.rel, exc))
                 else:
                     bar.file_done(f.size)
+                    if done[f.rel].verified != "pending":
+                        record(f.rel, f.size, done[f.rel], None)
         pending = [rel for rel, r in done.items() if r.verified == "pending"]
         if pending:
             stats = store.stat_many(pending) or {}
@@ -256,12 +267,16 @@ def push(client: MeshClient, path: str | os.PathLike[str], *, to: str, server_id
                 r = done[rel]
                 try:
                     digest, stored = stats.get(rel, (None, None))
-                    done[rel] = pusher._checked(rel, r.sha256, r.size, digest, stored, r.attempts)
+                    done[rel] = pusher.checked(rel, r.sha256, r.size, digest, stored, r.attempts)
                 except Exception as exc:
                     del done[rel]
                     failed.append(_failure(rel, exc))
+                    record(rel, r.size, None, type(exc).__name__)
+                else:
+                    record(rel, r.size, done[rel], None)
     finally:
         bar.close()
+        audit.close()
     if failed:
         failed.sort(key=lambda x: x.path)
         raise ArtifactPushError.of(store.name, failed, sorted(done), len(files))

@@ -106,9 +106,10 @@ class Store:
 
 
 def _snippet(response: MeshResponse) -> str:
+    """The start of an error answer's body (read if it was streamed: error bodies are small)."""
     try:
-        text = response.text if not response.raw or response._content_consumed else ""  # type: ignore[attr-defined]
-    except Exception:
+        text = response.text
+    except Exception:  # a body that cannot be read or decoded adds nothing to the message
         text = ""
     return redact_text(" ".join((text or "").split())[:200])
 

@@ -39,6 +39,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="what the services do with identities outside --allow (default: deny, answered with "
                    "403 and l5d-proxy-error)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    p.add_argument("--with-mlflow", action="store_true",
+                   help="also run a real `mlflow server` (SQLite, --serve-artifacts) behind its own inbound proxy, "
+                   "as service 'mlflow' (needs mlflow installed: pip install mlflow)")
     add_debug_option(p, default=argparse.SUPPRESS)
     p.set_defaults(func=run)
 
@@ -48,11 +51,19 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.host.startswith("127.") and args.host not in ("::1", "localhost"):
         raise UsageError("the sandbox only listens on loopback (127.0.0.0/8 or ::1).")
+    services: tuple[str, ...] = SandboxSettings.services
+    if args.with_mlflow:
+        import importlib.util
+
+        if importlib.util.find_spec("mlflow") is None:
+            raise UsageError("--with-mlflow needs mlflow installed in this environment (pip install mlflow).")
+        services = (*services, "mlflow")
     settings = SandboxSettings(
         workdir=Path(args.workdir),
         allow=tuple(args.allow) if args.allow else DEFAULT_ALLOW,
         default_policy=args.default_policy,
         host=args.host,
+        services=services,
     )
     run_foreground(settings)
     return EXIT_OK

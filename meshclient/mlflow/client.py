@@ -26,7 +26,7 @@ ENV_SECRET_SCOPE = "MESHCLIENT_SECRET_SCOPE"
 
 _lock = threading.Lock()
 _chosen: MeshClient | None = None
-_from_env: MeshClient | None = None
+_from_env: tuple[tuple[str, ...], MeshClient] | None = None  # (the variables it was built from, the client)
 
 
 def use(client: MeshClient | None) -> None:
@@ -47,8 +47,10 @@ def current_client() -> MeshClient:
     with _lock:
         if _chosen is not None:
             return _chosen
-        if _from_env is not None:
-            return _from_env
+        names = (ENV_SECRET_SCOPE, ENV_CERT, ENV_KEY, ENV_TRUST_ANCHORS)
+        key = tuple(os.environ.get(n, "") for n in names)
+        if _from_env is not None and _from_env[0] == key:
+            return _from_env[1]
         from ..client import MeshClient
 
         scope = os.environ.get(ENV_SECRET_SCOPE, "").strip()
@@ -63,5 +65,7 @@ def current_client() -> MeshClient:
                 hint=f"In a notebook call meshclient.mlflow.use(client); in a job set {ENV_CERT}, {ENV_KEY} and "
                 f"{ENV_TRUST_ANCHORS} (paths or PEM), or {ENV_SECRET_SCOPE}=<secret scope with tls.crt, tls.key, ca.crt>.",
             )
-        _from_env = MeshClient(creds)
-        return _from_env
+        if _from_env is not None:  # the environment changed: rebuild (the old client's pools go)
+            _from_env[1].close()
+        _from_env = (key, MeshClient(creds))
+        return _from_env[1]

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import needs_mlflow, needs_nginx
+from artifact_helpers import needs_mlflow, needs_nginx
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import OTHER_ID, STORE_ID, make_tree, tree_bytes
+from artifact_helpers import OTHER_ID, STORE_ID, make_tree, tree_bytes
 
 from meshclient.cli.main import main
 from meshclient.sandbox.nginx_dav import NginxDavPeer

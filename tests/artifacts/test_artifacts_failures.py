@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import OTHER_ID, STORE_ID, make_tree, needs_mlflow, tree_bytes
+from artifact_helpers import OTHER_ID, STORE_ID, make_tree, needs_mlflow, tree_bytes
 from cut_proxy import CutProxy
 
 from meshclient import MeshClient, ServerIdentityError, TLSHandshakeError
@@ -92,9 +92,13 @@ def test_connection_cut_through_the_sandbox_proxy(mesh_sandbox: Sandbox, tmp_pat
 def test_refused_files_are_named_and_no_manifest_is_written(mlflow_sandbox: Sandbox, tmp_path: Path) -> None:
     svc = mlflow_sandbox.service("mlflow")
     src = make_tree(tmp_path / "src", hash_names=True)  # MLflow cannot store '#' or '%' in artifact paths
-    with MeshClient(mlflow_sandbox.client_credentials()) as client, pytest.raises(ArtifactPushError) as info:
+    events: list[object] = []
+    with MeshClient(mlflow_sandbox.client_credentials(), audit=events.append) as client, \
+            pytest.raises(ArtifactPushError) as info:
         push(client, src, to=f"{svc['url']}/refused", server_identity=svc["identity"], protocol="mlflow")
     err = info.value
+    failed_events = sorted(e.path for e in events if e.method == "PUSH" and e.outcome == "failed")  # type: ignore[attr-defined]
+    assert failed_events == ["with space/#hash?.txt", "with space/100%20.txt"]
     assert [f.path for f in err.failed] == ["with space/#hash?.txt", "with space/100%20.txt"]
     assert "with space/#hash?.txt" in str(err) and "protocol='put'" in str(err)
     assert len(err.pushed) == len(tree_bytes(src)) - 2

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import make_tree, needs_mlflow, tree_bytes
+from artifact_helpers import make_tree, needs_mlflow, tree_bytes
 
 from meshclient import MeshClient
 from meshclient.artifacts import MANIFEST_NAME, pull, push

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import STORE_ID, make_tree, tree_bytes
+from artifact_helpers import STORE_ID, make_tree, tree_bytes
 
 from meshclient import MeshClient
 from meshclient.artifacts import MANIFEST_NAME, pull, push
@@ -47,9 +47,17 @@ def test_tree_round_trip_through_the_sandbox_store(mesh_sandbox: Sandbox, sandbo
     assert len(puts) == report.files + 1  # + the manifest
     assert len({e.trace_id for e in sandbox_client.events}) == 1  # type: ignore[attr-defined]
     assert puts[-1].url.endswith(MANIFEST_NAME)
+    # and one PUSH event per file: path, size, sha-256, how it was verified
+    pushed = [e for e in sandbox_client.events if e.method == "PUSH"]  # type: ignore[attr-defined]
+    assert {e.path: e.sha256 for e in pushed} == report.sha256
+    assert all(e.outcome == "ok" and e.verified == "digest" and e.size == len(tree_bytes(src)[e.path])
+               for e in pushed)
+    assert '"sha256":' in pushed[0].to_json()
 
     back = pull(sandbox_client, to, dest=tmp_path / "back", server_identity=svc["identity"])
     assert back.source == "manifest" and back.files == report.files
+    pulled = [e for e in sandbox_client.events if e.method == "PULL"]  # type: ignore[attr-defined]
+    assert {e.path: e.sha256 for e in pulled} == report.sha256
     assert tree_bytes(tmp_path / "back") == tree_bytes(src)
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import OTHER_ID, needs_mlflow, tree_bytes
+from artifact_helpers import OTHER_ID, needs_mlflow, tree_bytes
 
 import meshclient.mlflow as mesh_mlflow
 from meshclient import MeshClient
