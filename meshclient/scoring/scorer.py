@@ -74,6 +74,7 @@ class Scorer:
         gate: a callable returning a context manager held around each request (Spark's
             per-executor bound on requests in flight).
         metadata: v2 only: model metadata already read (executors get the driver's).
+        body_format: MLflow only: ``"json"`` (``dataframe_split``, the default) or ``"parquet"``.
     """
 
     def __init__(self, client: MeshClient, endpoint: str, server_identity: str, *, protocol: str = "mlflow",
@@ -81,10 +82,13 @@ class Scorer:
                  batch_size: int = DEFAULT_BATCH_SIZE, max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
                  max_in_flight: int = 1, idempotent: bool = True, binary: bool = True, use_metadata: bool = True,
                  datatypes: Mapping[str, str] | None = None, timeout: float | tuple[float, float] | None = None,
-                 gate: Gate | None = None, metadata: oip.ModelMetadata | None = None) -> None:
+                 gate: Gate | None = None, metadata: oip.ModelMetadata | None = None,
+                 body_format: str = "json") -> None:
         if protocol not in PROTOCOLS:
             raise ScoringError(f"Unknown scoring protocol {protocol!r}.",
                                hint="Use protocol='mlflow' (POST /invocations) or protocol='v2' (Open Inference Protocol).")
+        if body_format not in ("json", "parquet"):
+            raise ScoringError(f"body_format must be 'json' or 'parquet', got {body_format!r}.")
         for name, value in (("batch_size", batch_size), ("max_batch_bytes", max_batch_bytes),
                             ("max_in_flight", max_in_flight)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -104,6 +108,7 @@ class Scorer:
         self.datatypes = dict(datatypes or {})
         self.timeout = timeout
         self.gate = gate
+        self.body_format = body_format
         self._metadata = metadata
         self._metadata_read = metadata is not None
         #: how error messages name rows (Spark: "partition 3 rows")
@@ -133,6 +138,8 @@ class Scorer:
     def encode(self, pdf: Any, request_id: str) -> tuple[bytes, dict[str, str]]:
         """The body and content headers for a batch of rows."""
         if self.protocol == "mlflow":
+            if self.body_format == "parquet":
+                return invocations.encode_parquet(pdf, self.params)
             return invocations.encode_request(pdf, self.params)
         tensors = oip.tensors_for(pdf, self.metadata(), self.datatypes)
         return oip.encode_request(tensors, request_id, binary=self.binary, binary_output=self.binary,

@@ -56,6 +56,19 @@ def test_mlflow_predictions_equal_the_models_own(model_sandbox: Sandbox, client:
     assert server.client_ids == {CLIENT_IDENTITY: 8}  # the proxy verified who scored
 
 
+def test_mlflow_parquet_bodies_give_the_same_predictions(model_sandbox: Sandbox, client: MeshClient) -> None:
+    svc = model_sandbox.service("mlflow")
+    pdf = features(3000, seed=9)
+    server = relay(model_sandbox, "mlflow")
+    got = score(client, pdf, endpoint=svc["url"], server_identity=svc["identity"], batch_size=1000,
+                body_format="parquet")
+    assert got.tolist() == local_predictions("mlflow", model_sandbox.workdir, pdf)["prediction"].tolist()
+    assert server.requests == 3
+    with pytest.raises(ScoringError, match="params only with JSON"):
+        score(client, pdf, endpoint=svc["url"], server_identity=svc["identity"], body_format="parquet",
+              params={"k": 1})
+
+
 def test_mlflow_batches_split_by_bytes(model_sandbox: Sandbox, client: MeshClient) -> None:
     svc = model_sandbox.service("mlflow")
     pdf = features(1000, seed=3)
