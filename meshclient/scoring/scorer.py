@@ -182,19 +182,28 @@ class Scorer:
         except MeshError as exc:
             error = ScoringError(f"Scoring {where} failed: {type(exc).__name__}: {exc.message}",
                                  hint=exc.hint, rows=(first, stop))
-            error.__cause__ = exc
-            raise error from None
+            raise error from exc  # a MeshError: clean, and catchable by its own class via __cause__
         record = resp.mesh
         if stats is not None and record is not None:
             stats.record(stop - first, record.seconds, record.attempt_count)
         if resp.status_code != 200:
             raise ScoringError(f"Scoring {where} failed: HTTP {resp.status_code}: {_server_message(resp.content)}",
-                               hint="Fix the input rows or the model; transient statuses were already retried.",
-                               rows=(first, stop), status=resp.status_code)
+                               hint=self._hint(resp.status_code), rows=(first, stop), status=resp.status_code)
         try:
             return self.decode(resp.content, resp.headers, stop - first)
         except ScoringError as exc:
             raise ScoringError(f"Scoring {where}: {exc.message}", hint=exc.hint, rows=(first, stop)) from None
+
+    def _hint(self, status: int) -> str:
+        if status in (401, 403):
+            return ("The server or its mesh policy refused this client (identity or token): check the server's "
+                    "authorization policy for this client's identity.")
+        if status == 429 or status >= 500:
+            if not self.idempotent:
+                return "The batch was sent once (idempotent=False); retry the job, or let meshclient retry batches."
+            return ("The server kept failing within the retries the client's budget allowed; retry later or lower "
+                    "max_in_flight / batch_size.")
+        return "Fix the input rows (column names and types) or the request (model, params)."
 
     # -- a whole table --------------------------------------------------------------------
     def predict(self, pdf: Any, *, start: int = 0, stats: ScoringStats | None = None,

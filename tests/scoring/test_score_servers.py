@@ -118,6 +118,7 @@ def test_opting_out_of_idempotency_sends_once(model_sandbox: Sandbox, client: Me
               idempotent=False)
     assert info.value.rows == (0, 5) and info.value.status == 503
     assert "rows 0-4" in str(info.value) and "injected fault" in str(info.value)
+    assert "sent once" in str(info.value)
     assert server.faults == 1 and server.requests == 0  # sent once, not retried
     server.reset()
     stats = ScoringStats()
@@ -131,6 +132,7 @@ def test_wrong_server_identity_is_refused(model_sandbox: Sandbox, client: MeshCl
     with pytest.raises(ScoringError, match="TLSHandshakeError|ServerIdentityError") as info:
         score(client, features(10), endpoint=svc["url"], server_identity=WRONG_ID)
     assert info.value.rows == (0, 10)
+    assert type(info.value.__cause__).__name__ in ("TLSHandshakeError", "ServerIdentityError")
     assert server.requests == 0 and not server.scored_rows
 
 
