@@ -26,6 +26,7 @@ def main() -> int:
 
     import meshclient.spark as mspark
     from meshclient import Credentials, MeshClient
+    from meshclient.tokens import ClientCredentials
 
     port = free_port()
     server = (SparkSession.builder.master("local[2]")
@@ -40,7 +41,10 @@ def main() -> int:
     spark = ConnectSession.builder.remote(f"sc://127.0.0.1:{port}").getOrCreate()
     try:
         c, svc = info["client"], info["services"]["mlflow"]
-        client = MeshClient(Credentials.from_files(c["cert"], c["key"], info["trust_anchors"]))
+        o = info["oidc"]
+        token = ClientCredentials(token_url=o["token_url"], client_id=o["client_id"], client_secret=o["client_secret"],
+                                  audience=o["audience"])
+        client = MeshClient(Credentials.from_files(c["cert"], c["key"], info["trust_anchors"]), token=token)
         lows, spans = [4.3, 2.0, 1.0, 0.1], [3.6, 2.4, 5.9, 2.4]
         names = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
         df = spark.range(0, rows, 1, 4).selectExpr(

@@ -81,4 +81,5 @@ def test_spark_score_on_spark_connect(models: Sandbox, tmp_path: Path) -> None:
 
     for form in key_forms(models.info):
         assert form not in plan, "private key material in the Spark Connect plan"
-    assert b"PRIVATE KEY" not in plan and b"eyJ" not in plan
+    assert b"PRIVATE KEY" not in plan and b"eyJ" not in plan  # no key, no JWT (the bearer token)
+    assert models.info["oidc"]["client_secret"].encode() not in plan
