@@ -42,7 +42,7 @@ $(OAUTH2_SERVER):
 # pyspark is never a meshclient dependency (it breaks Databricks runtimes); the Spark tests get it here.
 PYSPARK := $(VENV)/.pyspark
 $(PYSPARK): $(STAMP)
-	$(BIN)/python -m pip install -q 'pyspark>=3.5'
+	$(BIN)/python -m pip install -q 'pyspark[connect]>=3.5'
 	touch $@
 
 # The MLflow tests run a real `mlflow server` (tracking + artifact proxy) and log an sklearn model:

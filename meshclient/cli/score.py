@@ -75,6 +75,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--batch-size", metavar="N", type=int, default=DEFAULT_BATCH_SIZE, help="rows per request")
     p.add_argument("--max-in-flight", metavar="N", type=int, default=4, help="requests at once (default 4)")
     p.add_argument("--json-tensors", action="store_true", help="v2: JSON tensors instead of the binary extension")
+    p.add_argument("--body-format", choices=["json", "parquet"], default="json",
+                   help="mlflow: dataframe_split JSON (default; takes --param) or Parquet (faster for wide numeric tables)")
     p.add_argument("--no-retry-posts", action="store_true", help="send each batch once (a model with side effects)")
     p.add_argument("--timeout", metavar="SECONDS", type=float, help="seconds per attempt (connect and between reads)")
     p.add_argument("--no-progress", action="store_true", help="no progress line, even on a terminal")
@@ -189,7 +191,7 @@ def run(args: argparse.Namespace, environ: Mapping[str, str] | None = None, stde
         scorer = Scorer(client, args.endpoint, str(identity), protocol=args.protocol, model=args.model,
                         version=args.model_version, params=_params(args.param), batch_size=args.batch_size,
                         max_in_flight=args.max_in_flight, idempotent=not args.no_retry_posts,
-                        binary=not args.json_tensors)
+                        binary=not args.json_tensors, body_format=args.body_format)
         chunk = args.batch_size * args.max_in_flight * 4
         parts: list[Any] = []
         try:

@@ -5,6 +5,9 @@ The request is ``{"dataframe_split": {"columns": [...], "data": [[...], ...]}, "
 reads back exactly the values the table holds (pandas' ``to_json`` rounds to 15 digits);
 missing values become ``null`` and timestamps ISO 8601 text.
 
+``encode_parquet`` sends the batch as a Parquet file instead (``application/vnd.apache.parquet``,
+which the scoring server also reads; exact by construction, no ``params``).
+
 The answer's ``predictions`` come in every shape MLflow returns: a list (one value per row,
 maybe a list itself), a list of dicts (records), a dict of lists (columns), and each of them
 bare (MLflow 1.x) or under ``{"predictions": ...}``.
@@ -19,7 +22,7 @@ from typing import Any
 
 from ..errors import ScoringError
 
-__all__ = ["PATH", "encode_request", "decode_response", "json_value", "Predictions"]
+__all__ = ["PATH", "PARQUET", "encode_request", "encode_parquet", "decode_response", "json_value", "Predictions"]
 
 PATH = "/invocations"
 
@@ -68,6 +71,21 @@ def json_value(value: Any) -> Any:
     if callable(tolist):
         return json_value(tolist())
     return str(value)
+
+
+PARQUET = "application/vnd.apache.parquet"
+
+
+def encode_parquet(pdf: Any, params: Mapping[str, Any] | None = None) -> tuple[bytes, dict[str, str]]:
+    """The batch as a Parquet file (the server reads it with ``pd.read_parquet``; no ``params`` then)."""
+    import io
+
+    if params:
+        raise ScoringError("MLflow takes params only with JSON bodies.",
+                           hint="Use body_format='json' (the default) to send params.")
+    buffer = io.BytesIO()
+    pdf.reset_index(drop=True).to_parquet(buffer, index=False)
+    return buffer.getvalue(), {"Content-Type": PARQUET}
 
 
 def encode_request(pdf: Any, params: Mapping[str, Any] | None = None) -> tuple[bytes, dict[str, str]]:

@@ -34,7 +34,7 @@ def score(client: MeshClient, pdf: Any, *, endpoint: str, server_identity: str, 
           batch_size: int = DEFAULT_BATCH_SIZE, max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
           max_in_flight: int = 1, idempotent: bool = True, binary: bool = True, use_metadata: bool = True,
           datatypes: Mapping[str, str] | None = None, timeout: float | tuple[float, float] | None = None,
-          stats: ScoringStats | None = None, output_name: str = "prediction") -> Any:
+          stats: ScoringStats | None = None, output_name: str = "prediction", body_format: str = "json") -> Any:
     """Score ``pdf`` against a model server; returns predictions on ``pdf``'s index, in row order.
 
     A Series when the model gives one value per row (which may be a list, e.g. class
@@ -55,6 +55,6 @@ def score(client: MeshClient, pdf: Any, *, endpoint: str, server_identity: str, 
     scorer = Scorer(client, endpoint, server_identity, protocol=protocol, model=model, version=version, params=params,
                     batch_size=batch_size, max_batch_bytes=max_batch_bytes, max_in_flight=max_in_flight,
                     idempotent=idempotent, binary=binary, use_metadata=use_metadata, datatypes=datatypes,
-                    timeout=timeout)
+                    timeout=timeout, body_format=body_format)
     predictions, _ = scorer.predict(pdf, stats=stats)
     return to_pandas(predictions, pdf.index, output_name)

@@ -74,6 +74,7 @@ class Scorer:
         gate: a callable returning a context manager held around each request (Spark's
             per-executor bound on requests in flight).
         metadata: v2 only: model metadata already read (executors get the driver's).
+        body_format: MLflow only: ``"json"`` (``dataframe_split``, the default) or ``"parquet"``.
     """
 
     def __init__(self, client: MeshClient, endpoint: str, server_identity: str, *, protocol: str = "mlflow",
@@ -81,10 +82,13 @@ class Scorer:
                  batch_size: int = DEFAULT_BATCH_SIZE, max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
                  max_in_flight: int = 1, idempotent: bool = True, binary: bool = True, use_metadata: bool = True,
                  datatypes: Mapping[str, str] | None = None, timeout: float | tuple[float, float] | None = None,
-                 gate: Gate | None = None, metadata: oip.ModelMetadata | None = None) -> None:
+                 gate: Gate | None = None, metadata: oip.ModelMetadata | None = None,
+                 body_format: str = "json") -> None:
         if protocol not in PROTOCOLS:
             raise ScoringError(f"Unknown scoring protocol {protocol!r}.",
                                hint="Use protocol='mlflow' (POST /invocations) or protocol='v2' (Open Inference Protocol).")
+        if body_format not in ("json", "parquet"):
+            raise ScoringError(f"body_format must be 'json' or 'parquet', got {body_format!r}.")
         for name, value in (("batch_size", batch_size), ("max_batch_bytes", max_batch_bytes),
                             ("max_in_flight", max_in_flight)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -104,6 +108,7 @@ class Scorer:
         self.datatypes = dict(datatypes or {})
         self.timeout = timeout
         self.gate = gate
+        self.body_format = body_format
         self._metadata = metadata
         self._metadata_read = metadata is not None
         #: how error messages name rows (Spark: "partition 3 rows")
@@ -133,6 +138,8 @@ class Scorer:
     def encode(self, pdf: Any, request_id: str) -> tuple[bytes, dict[str, str]]:
         """The body and content headers for a batch of rows."""
         if self.protocol == "mlflow":
+            if self.body_format == "parquet":
+                return invocations.encode_parquet(pdf, self.params)
             return invocations.encode_request(pdf, self.params)
         tensors = oip.tensors_for(pdf, self.metadata(), self.datatypes)
         return oip.encode_request(tensors, request_id, binary=self.binary, binary_output=self.binary,
@@ -175,19 +182,28 @@ class Scorer:
         except MeshError as exc:
             error = ScoringError(f"Scoring {where} failed: {type(exc).__name__}: {exc.message}",
                                  hint=exc.hint, rows=(first, stop))
-            error.__cause__ = exc
-            raise error from None
+            raise error from exc  # a MeshError: clean, and catchable by its own class via __cause__
         record = resp.mesh
         if stats is not None and record is not None:
             stats.record(stop - first, record.seconds, record.attempt_count)
         if resp.status_code != 200:
             raise ScoringError(f"Scoring {where} failed: HTTP {resp.status_code}: {_server_message(resp.content)}",
-                               hint="Fix the input rows or the model; transient statuses were already retried.",
-                               rows=(first, stop), status=resp.status_code)
+                               hint=self._hint(resp.status_code), rows=(first, stop), status=resp.status_code)
         try:
             return self.decode(resp.content, resp.headers, stop - first)
         except ScoringError as exc:
             raise ScoringError(f"Scoring {where}: {exc.message}", hint=exc.hint, rows=(first, stop)) from None
+
+    def _hint(self, status: int) -> str:
+        if status in (401, 403):
+            return ("The server or its mesh policy refused this client (identity or token): check the server's "
+                    "authorization policy for this client's identity.")
+        if status == 429 or status >= 500:
+            if not self.idempotent:
+                return "The batch was sent once (idempotent=False); retry the job, or let meshclient retry batches."
+            return ("The server kept failing within the retries the client's budget allowed; retry later or lower "
+                    "max_in_flight / batch_size.")
+        return "Fix the input rows (column names and types) or the request (model, params)."
 
     # -- a whole table --------------------------------------------------------------------
     def predict(self, pdf: Any, *, start: int = 0, stats: ScoringStats | None = None,

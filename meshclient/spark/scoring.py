@@ -159,7 +159,7 @@ def score(df: Any, *, endpoint: str, server_identity: str, client: MeshClient | 
           max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES, max_in_flight: int = 4, on_error: str = "raise",
           return_type: Any = None, idempotent: bool = True, binary: bool = True, use_metadata: bool = True,
           datatypes: Mapping[str, str] | None = None, timeout: float | tuple[float, float] | None = None,
-          job: ScoringJob | None = None) -> Any:
+          job: ScoringJob | None = None, body_format: str = "json") -> Any:
     """``df``'s columns plus ``output_col``, the model's prediction for each row (lazy: a DataFrame).
 
     ``client`` is the driver's ``MeshClient`` (shared with executors here) or a handle from
@@ -168,7 +168,8 @@ def score(df: Any, *, endpoint: str, server_identity: str, client: MeshClient | 
     number of tasks. ``on_error="null"``: a failed batch's rows get a null prediction and the
     error in ``error_col`` (default ``<output_col>_error``) instead of failing the job.
     Scoring POSTs are idempotent and retried within the client's budget (``idempotent=False``
-    sends each once). Pass ``job=ScoringJob()`` for the figures after an action.
+    sends each once). Pass ``job=ScoringJob()`` for the figures after an action. ``body_format="parquet"``
+    sends MLflow batches as Parquet instead of ``dataframe_split`` JSON.
     """
     from pyspark.sql import types as T
 
@@ -190,7 +191,7 @@ def score(df: Any, *, endpoint: str, server_identity: str, client: MeshClient | 
                                     version=version, params=params, batch_size=batch_size,
                                     max_batch_bytes=max_batch_bytes, max_in_flight=max_in_flight,
                                     idempotent=idempotent, binary=binary, use_metadata=use_metadata,
-                                    datatypes=datatypes, timeout=timeout)
+                                    datatypes=datatypes, timeout=timeout, body_format=body_format)
     probe = Scorer(driver_client, **settings)
     result_type = _result_type(probe, df, inputs, return_type)
     settings["metadata"] = probe.metadata()

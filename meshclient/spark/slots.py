@@ -31,7 +31,7 @@ class HostSlots:
         if not key.replace("-", "").isalnum():
             raise ValueError("the slot key must be alphanumeric")
         self.key, self.n = key, n
-        self.directory = Path(directory or tempfile.gettempdir()) / f"meshclient-slots-{key}"
+        self.directory = Path(directory or tempfile.gettempdir()) / "meshclient-slots" / key
         self._made = threading.Lock()
 
     def _paths(self) -> list[Path]:
@@ -75,4 +75,4 @@ class HostSlots:
         return self.slot()
 
     def __reduce__(self) -> tuple[object, ...]:
-        return (HostSlots, (self.key, self.n, str(self.directory.parent)))
+        return (HostSlots, (self.key, self.n, str(self.directory.parent.parent)))

@@ -186,3 +186,11 @@ def test_mlflow_wrong_count_is_an_error() -> None:
         invocations.decode_response(b'{"predictions": [1, 2]}', 3)
     with pytest.raises(ScoringError, match="not predictions"):
         invocations.decode_response(b'{"predictions": 5}', 3)
+
+
+def test_scoring_error_pickles_with_rows_and_status() -> None:
+    import pickle
+
+    err = ScoringError("Scoring rows 0-9 failed.", hint="Fix it.", rows=(0, 10), status=503)
+    back = pickle.loads(pickle.dumps(err))  # Spark ships executor errors pickled
+    assert (back.rows, back.status, back.hint, str(back)) == ((0, 10), 503, "Fix it.", str(err))

@@ -56,6 +56,19 @@ def test_mlflow_predictions_equal_the_models_own(model_sandbox: Sandbox, client:
     assert server.client_ids == {CLIENT_IDENTITY: 8}  # the proxy verified who scored
 
 
+def test_mlflow_parquet_bodies_give_the_same_predictions(model_sandbox: Sandbox, client: MeshClient) -> None:
+    svc = model_sandbox.service("mlflow")
+    pdf = features(3000, seed=9)
+    server = relay(model_sandbox, "mlflow")
+    got = score(client, pdf, endpoint=svc["url"], server_identity=svc["identity"], batch_size=1000,
+                body_format="parquet")
+    assert got.tolist() == local_predictions("mlflow", model_sandbox.workdir, pdf)["prediction"].tolist()
+    assert server.requests == 3
+    with pytest.raises(ScoringError, match="params only with JSON"):
+        score(client, pdf, endpoint=svc["url"], server_identity=svc["identity"], body_format="parquet",
+              params={"k": 1})
+
+
 def test_mlflow_batches_split_by_bytes(model_sandbox: Sandbox, client: MeshClient) -> None:
     svc = model_sandbox.service("mlflow-scoring")
     pdf = features(1000, seed=3)
@@ -105,6 +118,7 @@ def test_opting_out_of_idempotency_sends_once(model_sandbox: Sandbox, client: Me
               idempotent=False)
     assert info.value.rows == (0, 5) and info.value.status == 503
     assert "rows 0-4" in str(info.value) and "injected fault" in str(info.value)
+    assert "sent once" in str(info.value)
     assert server.faults == 1 and server.requests == 0  # sent once, not retried
     server.reset()
     stats = ScoringStats()
@@ -118,6 +132,7 @@ def test_wrong_server_identity_is_refused(model_sandbox: Sandbox, client: MeshCl
     with pytest.raises(ScoringError, match="TLSHandshakeError|ServerIdentityError") as info:
         score(client, features(10), endpoint=svc["url"], server_identity=WRONG_ID)
     assert info.value.rows == (0, 10)
+    assert type(info.value.__cause__).__name__ in ("TLSHandshakeError", "ServerIdentityError")
     assert server.requests == 0 and not server.scored_rows
 
 

@@ -74,11 +74,15 @@ def spark_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkEnv]:
     from pyspark.sql import SparkSession
 
     base = tmp_path_factory.mktemp("spark")
-    driver_log, local_dir, worker_logs = base / "driver.log", base / "local", base / "worker-logs"
+    local_dir, worker_logs = base / "local", base / "worker-logs"
     local_dir.mkdir()
     worker_logs.mkdir()
-    log4j = base / "log4j2.properties"
-    log4j.write_text(_LOG4J.format(path=driver_log))
+    # One driver log for the whole session: log4j is configured when the JVM starts, and later
+    # modules' sessions run in the same JVM (a per-module path would never be written).
+    driver_log = tmp_path_factory.getbasetemp() / "spark-driver.log"
+    log4j = tmp_path_factory.getbasetemp() / "spark-log4j2.properties"
+    if not log4j.exists():
+        log4j.write_text(_LOG4J.format(path=driver_log))
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("PYSPARK_PYTHON", sys.executable)
         mp.setenv("PYSPARK_DRIVER_PYTHON", sys.executable)
