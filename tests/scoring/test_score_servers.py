@@ -57,9 +57,9 @@ def test_mlflow_predictions_equal_the_models_own(model_sandbox: Sandbox, client:
 
 
 def test_mlflow_parquet_bodies_give_the_same_predictions(model_sandbox: Sandbox, client: MeshClient) -> None:
-    svc = model_sandbox.service("mlflow")
+    svc = model_sandbox.service("mlflow-scoring")
     pdf = features(3000, seed=9)
-    server = relay(model_sandbox, "mlflow")
+    server = relay(model_sandbox, "mlflow-scoring")
     got = score(client, pdf, endpoint=svc["url"], server_identity=svc["identity"], batch_size=1000,
                 body_format="parquet")
     assert got.tolist() == local_predictions("mlflow", model_sandbox.workdir, pdf)["prediction"].tolist()

@@ -40,7 +40,7 @@ def main() -> int:
 
     spark = ConnectSession.builder.remote(f"sc://127.0.0.1:{port}").getOrCreate()
     try:
-        c, svc = info["client"], info["services"]["mlflow"]
+        c, svc = info["client"], info["services"]["mlflow-scoring"]
         o = info["oidc"]
         token = ClientCredentials(token_url=o["token_url"], client_id=o["client_id"], client_secret=o["client_secret"],
                                   audience=o["audience"])

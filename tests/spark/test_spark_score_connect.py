@@ -34,7 +34,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     pytest.importorskip("grpc", reason="pyspark[connect] is not installed (grpcio)")
     if venv_python("mlflow") is None:
         pytest.skip(".venv-mlflow is missing (make model-servers)")
-    settings = SandboxSettings(tmp_path_factory.mktemp("model-sandbox"), services=("mlflow",))
+    settings = SandboxSettings(tmp_path_factory.mktemp("model-sandbox"), services=("mlflow-scoring",))
     with Sandbox(settings) as sandbox:
         yield sandbox
 
@@ -50,7 +50,7 @@ def key_forms(info: dict[str, Any]) -> list[bytes]:
 
 
 def test_spark_score_on_spark_connect(models: Sandbox, tmp_path: Path) -> None:
-    relay = models.apps["mlflow"]
+    relay = models.apps["mlflow-scoring"]
     assert isinstance(relay, ScoringRelay)
     relay.reset()
     info_path = tmp_path / "sandbox.json"
