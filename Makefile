@@ -16,19 +16,19 @@ help:
 	@echo "make test   - lint, type-check, run the test suite, then the Databricks 15.4 compat run"
 	@echo "make bench  - benchmarks (ratios against hand-written requests)"
 	@echo "make compat - the core suite against Databricks Runtime 15.4 / 17.3 pins and Python 3.13"
-	@echo "make wheel  - build the wheel into wheels/"
+	@echo "make wheel  - build the two wheels (meshclient, meshclient-sandbox) into wheels/"
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml setup.py
+$(STAMP): pyproject.toml setup.py sandbox/pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python $(PYVER) is required"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[dev]' -e ./sandbox
 	rm -f $(VENV)/.installed-* && touch $@
 
 lint: venv
-	$(BIN)/ruff check meshclient tests bench
+	$(BIN)/ruff check meshclient sandbox tests bench
 
 typecheck: venv
 	$(BIN)/mypy
@@ -59,7 +59,7 @@ mlflow: $(MLFLOW)
 MLFLOW211 := .venv-mlflow2.11/.installed
 $(MLFLOW211): pyproject.toml
 	test -x .venv-mlflow2.11/bin/python || $$(scripts/find-python 3.11) -m venv .venv-mlflow2.11
-	.venv-mlflow2.11/bin/python -m pip install -q -c compat/dbr-15.4-lts.txt -e . 'mlflow-skinny==2.11.4' \
+	.venv-mlflow2.11/bin/python -m pip install -q -c compat/dbr-15.4-lts.txt -e . -e ./sandbox 'mlflow-skinny==2.11.4' \
 		'scikit-learn==1.3.0' 'scipy<1.12' pandas numpy cloudpickle pytest pytest-timeout
 	touch $@
 
@@ -112,8 +112,10 @@ compat-17.3:
 compat-3.13:
 	scripts/compat-run 3.13 "" .venv-py3.13
 
+# Two distributions: the library (what clusters install) and the sandbox (tests, demos).
 wheel: venv
-	$(BIN)/python -m pip wheel --no-deps -w wheels .
+	rm -rf build sandbox/build
+	$(BIN)/python -m pip wheel --no-deps -w wheels . ./sandbox
 
 clean:
 	rm -rf $(VENV) .venv-* build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -53,7 +53,7 @@ def serve(workdir: Path) -> None:
     import json
     import sys
 
-    from meshclient.sandbox.runner import Sandbox, SandboxSettings
+    from meshclient_sandbox.runner import Sandbox, SandboxSettings
 
     with Sandbox(SandboxSettings(workdir, services=("mlflow",))) as sandbox:
         info = {**sandbox.info, "mlflow_app": sandbox.apps["mlflow"].url,  # type: ignore[attr-defined]

@@ -1,7 +1,7 @@
 """Benchmark: one large file to nginx WebDAV behind mTLS, meshclient push vs ``curl``, side by side.
 
 Both sides upload the same file (default 1 GiB, on tmpfs) to the same nginx WebDAV store on
-tmpfs (``meshclient.sandbox.nginx_dav``), over TLS 1.3 with the same client certificate,
+tmpfs (``meshclient_sandbox.nginx_dav``), over TLS 1.3 with the same client certificate,
 the same SNI (the server's identity; curl via ``--resolve ID:PORT:127.0.0.1``) and the same
 trust anchors. meshclient does its whole job: sha-256 of the file, ``PUT`` with
 ``Content-Digest`` streamed from disk, verification by ``HEAD``, then the manifest. Each side
@@ -101,9 +101,9 @@ def main() -> None:
         child(args)
         return
 
-    from meshclient.sandbox.nginx import find_nginx
-    from meshclient.sandbox.nginx_dav import NginxDavPeer
-    from meshclient.sandbox.pki import SandboxPKI
+    from meshclient_sandbox.nginx import find_nginx
+    from meshclient_sandbox.nginx_dav import NginxDavPeer
+    from meshclient_sandbox.pki import SandboxPKI
 
     if find_nginx() is None or shutil.which("curl") is None:
         raise SystemExit("needs nginx (nginx-light) and curl")

@@ -8,7 +8,7 @@ baseline is what people write by hand: a ``requests.Session`` whose ``HTTPAdapte
 passes ``ssl_context``, ``server_hostname`` and ``assert_hostname`` to urllib3, with the same
 certificates, over the same kind of keep-alive TLS 1.3 connection to the same server.
 
-The server is nginx configured like a Linkerd inbound proxy (``meshclient.sandbox.nginx``)
+The server is nginx configured like a Linkerd inbound proxy (``meshclient_sandbox.nginx``)
 when the binary is installed, else an in-process TLS server (``SandboxHTTPServer``). Batches
 alternate (A B, B A, ...) after a warm-up so drift in the machine's speed hits both sides
 alike. The figure is the time ratio full stack / hand-written; the target is <= 1.10.
@@ -39,10 +39,10 @@ from requests.adapters import HTTPAdapter
 from meshclient import Credentials, MeshClient
 from meshclient.audit import AuditEvent
 from meshclient.policy import EgressPolicy
-from meshclient.sandbox.pki import IssuedLeaf, SandboxPKI
-from meshclient.tls import build_server_context
 from meshclient.transport.budget import RetryBudget
 from meshclient.transport.retry import RetryPolicy
+from meshclient_sandbox.pki import IssuedLeaf, SandboxPKI
+from meshclient_sandbox.tls import build_server_context
 
 CLIENT_ID = "notebook.ml-team.serviceaccount.identity.linkerd.cluster.local"
 SERVER_ID = "echo.ml-platform.serviceaccount.identity.linkerd.cluster.local"
@@ -90,13 +90,13 @@ def full_stack_client(creds: Credentials, audit: Callable[[AuditEvent], None]) -
 @contextlib.contextmanager
 def peer(kind: str, server_leaf: IssuedLeaf, workdir: Path) -> Iterator[tuple[str, str, str]]:
     """(label, base URL, host:port) of a server for ``server_leaf``; stopped on exit."""
-    from meshclient.sandbox.nginx import NginxPeer, find_nginx
+    from meshclient_sandbox.nginx import NginxPeer, find_nginx
 
     if kind == "nginx" or (kind == "auto" and find_nginx() is not None):
         with NginxPeer.for_leaf(server_leaf, workdir=workdir / "nginx") as nginx:
             yield "nginx", nginx.url, f"{nginx.host}:{nginx.port}"
         return
-    from meshclient.sandbox.httpserver import Response, SandboxHTTPServer
+    from meshclient_sandbox.httpserver import Response, SandboxHTTPServer
 
     creds = Credentials.from_pem(server_leaf.chain_pem, server_leaf.key_pem, server_leaf.trust_anchors_pem)
     server = SandboxHTTPServer(ssl_context=build_server_context(creds))

@@ -40,14 +40,14 @@ from typing import Any
 
 from meshclient import Credentials, FileSource, IdentitySource, MeshClient
 from meshclient.credentials.issuers import IssuerSource, VaultPKIIssuer
-from meshclient.sandbox.apps import EchoApp
-from meshclient.sandbox.nginx import NginxPeer, find_nginx
-from meshclient.sandbox.oidc import OIDCIssuer
-from meshclient.sandbox.pki import IssuedLeaf, SandboxPKI
-from meshclient.sandbox.policy import ServerPolicy
-from meshclient.sandbox.proxy import InboundProxy
-from meshclient.sandbox.vault import SandboxVault
 from meshclient.tokens import ClientCredentials
+from meshclient_sandbox.apps import EchoApp
+from meshclient_sandbox.nginx import NginxPeer, find_nginx
+from meshclient_sandbox.oidc import OIDCIssuer
+from meshclient_sandbox.pki import IssuedLeaf, SandboxPKI
+from meshclient_sandbox.policy import ServerPolicy
+from meshclient_sandbox.proxy import InboundProxy
+from meshclient_sandbox.vault import SandboxVault
 
 CLIENT_ID = "notebook.ml-team.serviceaccount.identity.linkerd.cluster.local"
 SERVER_ID = "echo.ml-platform.serviceaccount.identity.linkerd.cluster.local"

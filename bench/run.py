@@ -26,8 +26,8 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from meshclient import Credentials, MeshClient
-from meshclient.sandbox.nginx import NginxPeer, find_nginx
-from meshclient.sandbox.pki import SandboxPKI
+from meshclient_sandbox.nginx import NginxPeer, find_nginx
+from meshclient_sandbox.pki import SandboxPKI
 
 CLIENT_ID = "notebook.ml-team.serviceaccount.identity.linkerd.cluster.local"
 SERVER_ID = "echo.ml-platform.serviceaccount.identity.linkerd.cluster.local"

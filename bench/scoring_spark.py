@@ -35,10 +35,10 @@ from pathlib import Path
 from typing import Any
 
 from meshclient import Credentials, MeshClient
-from meshclient.sandbox.apps.model_servers import MlflowModelServer, model_dir, venv_python
-from meshclient.sandbox.nginx import NginxPeer, find_nginx
-from meshclient.sandbox.pki import SandboxPKI
-from meshclient.sandbox.proxy import InboundProxy
+from meshclient_sandbox.apps.model_servers import MlflowModelServer, model_dir, venv_python
+from meshclient_sandbox.nginx import NginxPeer, find_nginx
+from meshclient_sandbox.pki import SandboxPKI
+from meshclient_sandbox.proxy import InboundProxy
 
 CLIENT_ID = "scorer.ml-team.serviceaccount.identity.linkerd.cluster.local"
 SERVER_ID = "fraud-model.ml-serving.serviceaccount.identity.linkerd.cluster.local"

@@ -1,7 +1,9 @@
 """meshclient: a proxy-less Linkerd mesh client for Databricks notebooks, jobs and Spark executors.
 
 Everything users need is importable from here; submodules are implementation detail unless
-documented (``meshclient.tokens`` and ``meshclient.sandbox`` are public namespaces).
+documented (``meshclient.tokens``, ``meshclient.spark``, ``meshclient.artifacts``, ``meshclient.scoring``
+and ``meshclient.mlflow`` are public namespaces). The local sandbox mesh is its own distribution,
+``meshclient-sandbox`` (package ``meshclient_sandbox``).
 """
 
 from __future__ import annotations

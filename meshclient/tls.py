@@ -24,7 +24,7 @@ from .identity import Identity
 __all__ = [
     "MeshSSLContext",
     "build_client_context",
-    "build_server_context",
+    "mesh_context",
     "load_cert_chain_from_memory",
     "PeerInfo",
     "verify_server_identity",
@@ -86,7 +86,9 @@ class MeshSSLContext(ssl.SSLContext):
         self._alpn_locked = True
 
 
-def _base_context(purpose: int, creds: Credentials, allow_tls12: bool) -> ssl.SSLContext:
+def mesh_context(purpose: int, creds: Credentials, allow_tls12: bool) -> ssl.SSLContext:
+    """What every mesh context shares (TLS 1.3, mesh anchors only, the key loaded from memory): the
+    client's, and the inbound proxies' of meshclient-sandbox (``meshclient_sandbox.tls``)."""
     ctx = MeshSSLContext(purpose)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2 if allow_tls12 else ssl.TLSVersion.TLSv1_3
     if allow_tls12:
@@ -108,21 +110,11 @@ def build_client_context(creds: Credentials, *, allow_tls12: bool = False,
     (DNS SAN or SPIFFE URI SAN) right after the handshake and before any request byte; the
     chain is always verified (``CERT_REQUIRED``) against the mesh anchors only.
     """
-    ctx = _base_context(ssl.PROTOCOL_TLS_CLIENT, creds, allow_tls12)
+    ctx = mesh_context(ssl.PROTOCOL_TLS_CLIENT, creds, allow_tls12)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_REQUIRED
     if isinstance(ctx, MeshSSLContext):
         ctx.lock_alpn(alpn)
-    return ctx
-
-
-def build_server_context(creds: Credentials, *, require_client_cert: bool = True,
-                         alpn: list[str] | None = None) -> ssl.SSLContext:
-    """A server context like a Linkerd inbound proxy's (sandbox and tests)."""
-    ctx = _base_context(ssl.PROTOCOL_TLS_SERVER, creds, allow_tls12=False)
-    ctx.verify_mode = ssl.CERT_REQUIRED if require_client_cert else ssl.CERT_OPTIONAL
-    if alpn:
-        ctx.set_alpn_protocols(alpn)
     return ctx
 
 

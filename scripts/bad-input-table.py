@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 
 from meshclient import Credentials, Identity, IdentityPattern  # noqa: E402
 from meshclient.errors import MeshError  # noqa: E402
-from meshclient.sandbox.pki import CertificateAuthority, IssuedLeaf, SandboxPKI  # noqa: E402
+from meshclient_sandbox.pki import CertificateAuthority, IssuedLeaf, SandboxPKI  # noqa: E402
 
 DOC = ROOT / "docs" / "bad-input.md"
 SHOWN_DIR = "/mnt/mesh"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from meshclient import Credentials
-from meshclient.sandbox.pki import IssuedLeaf, SandboxPKI
+from meshclient_sandbox.pki import IssuedLeaf, SandboxPKI
 
 pytest_plugins = ["leak_scan"]  # every test is also scanned for secrets in errors, logs and output
 
@@ -37,4 +37,5 @@ def client_creds(client_leaf: IssuedLeaf) -> Credentials:
 def server_creds(server_leaf: IssuedLeaf) -> Credentials:
     return Credentials.from_pem(server_leaf.chain_pem, server_leaf.key_pem, server_leaf.trust_anchors_pem)
 
-from meshclient.sandbox.fixtures import mesh_sandbox  # noqa: E402,F401  (the local mesh, one per session)
+# ``mesh_sandbox`` (one running local mesh per session) and the nginx/stunnel peer fixtures come from
+# the meshclient-sandbox distribution's pytest plugin (entry point pytest11).

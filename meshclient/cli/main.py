@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from .._version import __version__
 from ..errors import MeshError
-from . import demo_command, doctor, request, sandbox, score, transfer
+from . import doctor, plugins, request, score, transfer
 from .common import (
     EXIT_ERROR,
     EXIT_USAGE,
@@ -52,9 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.register(sub)
     request.register(sub)
     transfer.register(sub)
-    sandbox.register(sub)
     score.register(sub)
-    demo_command.register(sub)
+    plugins.register_plugins(sub)  # sandbox, demo: from meshclient-sandbox when installed
     return parser
 
 
@@ -71,6 +70,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run ``meshclient`` with ``argv`` (default ``sys.argv[1:]``) and return the exit status."""
     args_list = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
+    missing = plugins.missing_plugin_command(args_list)
+    if missing is not None:
+        return missing
     try:
         args = parser.parse_args(args_list)
     except SystemExit as exc:  # --help, --version, usage errors: keep main() returning an int

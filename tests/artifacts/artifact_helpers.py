@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from meshclient.sandbox.nginx import find_nginx
+from meshclient_sandbox.nginx import find_nginx
 
 STORE_ID = "store.ml-platform.serviceaccount.identity.linkerd.cluster.local"
 OTHER_ID = "echo.ml-platform.serviceaccount.identity.linkerd.cluster.local"

@@ -12,10 +12,10 @@ import pytest
 from artifact_helpers import STORE_ID
 
 from meshclient import Credentials, MeshClient
-from meshclient.sandbox.nginx import find_nginx
-from meshclient.sandbox.nginx_dav import NginxDavPeer
-from meshclient.sandbox.pki import IssuedLeaf, SandboxPKI
-from meshclient.sandbox.runner import Sandbox, SandboxSettings
+from meshclient_sandbox.nginx import find_nginx
+from meshclient_sandbox.nginx_dav import NginxDavPeer
+from meshclient_sandbox.pki import IssuedLeaf, SandboxPKI
+from meshclient_sandbox.runner import Sandbox, SandboxSettings
 
 
 @pytest.fixture(scope="session")

@@ -11,8 +11,8 @@ import pytest
 from artifact_helpers import OTHER_ID, STORE_ID, make_tree, tree_bytes
 
 from meshclient.cli.main import main
-from meshclient.sandbox.nginx_dav import NginxDavPeer
-from meshclient.sandbox.pki import IssuedLeaf
+from meshclient_sandbox.nginx_dav import NginxDavPeer
+from meshclient_sandbox.pki import IssuedLeaf
 
 
 @pytest.fixture

@@ -12,10 +12,10 @@ from cut_proxy import CutProxy
 
 from meshclient import MeshClient, ServerIdentityError, TLSHandshakeError
 from meshclient.artifacts import MANIFEST_NAME, ArtifactPushError, push
-from meshclient.sandbox.nginx import find_nginx
-from meshclient.sandbox.nginx_dav import NginxDavPeer
-from meshclient.sandbox.pki import IssuedLeaf
-from meshclient.sandbox.runner import Sandbox
+from meshclient_sandbox.nginx import find_nginx
+from meshclient_sandbox.nginx_dav import NginxDavPeer
+from meshclient_sandbox.pki import IssuedLeaf
+from meshclient_sandbox.runner import Sandbox
 
 
 def test_wrong_server_identity_fails_before_any_put(dav: NginxDavPeer, client: MeshClient, tmp_path: Path) -> None:

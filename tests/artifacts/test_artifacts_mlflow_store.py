@@ -8,7 +8,7 @@ from artifact_helpers import make_tree, needs_mlflow, tree_bytes
 
 from meshclient import MeshClient
 from meshclient.artifacts import MANIFEST_NAME, pull, push
-from meshclient.sandbox.runner import Sandbox
+from meshclient_sandbox.runner import Sandbox
 
 pytestmark = needs_mlflow
 

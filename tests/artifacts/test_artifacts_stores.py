@@ -11,8 +11,8 @@ from artifact_helpers import STORE_ID, make_tree, tree_bytes
 
 from meshclient import MeshClient
 from meshclient.artifacts import MANIFEST_NAME, pull, push
-from meshclient.sandbox.nginx_dav import NginxDavPeer
-from meshclient.sandbox.runner import Sandbox
+from meshclient_sandbox.nginx_dav import NginxDavPeer
+from meshclient_sandbox.runner import Sandbox
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from meshclient.artifacts.body import FileBody
 from meshclient.artifacts.digest import content_digest, parse_sha256
 from meshclient.artifacts.paths import check_relative, join_url, quote_path
 from meshclient.errors import ConfigurationError
-from meshclient.sandbox.nginx_dav import NginxDavPeer
+from meshclient_sandbox.nginx_dav import NginxDavPeer
 
 
 def test_paths_are_encoded_per_segment_and_checked() -> None:

@@ -17,7 +17,7 @@ from artifact_helpers import OTHER_ID, needs_mlflow, tree_bytes
 
 import meshclient.mlflow as mesh_mlflow
 from meshclient import MeshClient
-from meshclient.sandbox.runner import Sandbox
+from meshclient_sandbox.runner import Sandbox
 
 pytestmark = [needs_mlflow, pytest.mark.slow]
 

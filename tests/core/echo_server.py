@@ -15,7 +15,7 @@ from typing import Any
 
 from meshclient.credentials import Credentials
 from meshclient.identity import IdentityPattern
-from meshclient.tls import build_server_context
+from meshclient_sandbox.tls import build_server_context
 
 ECHO_ID = "echo.ml-platform.serviceaccount.identity.linkerd.cluster.local"
 CLIENT_ID = "notebook.ml-team.serviceaccount.identity.linkerd.cluster.local"

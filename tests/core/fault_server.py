@@ -1,6 +1,6 @@
 """An in-process mTLS HTTP/1.1 server whose faults are scripted, for resilience tests.
 
-Real TLS 1.3 handshakes (contexts from :func:`meshclient.tls.build_server_context`) on a free
+Real TLS 1.3 handshakes (contexts from :func:`meshclient_sandbox.tls.build_server_context`) on a free
 loopback port; one thread per connection. What the server does is chosen per request (an
 :class:`Action`) and per connection (a :class:`ConnectionFault`):
 

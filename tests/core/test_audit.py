@@ -29,10 +29,10 @@ from meshclient.audit import (
 from meshclient.errors import MeshError
 from meshclient.policy import EgressPolicy
 from meshclient.redaction import redact_url
-from meshclient.sandbox.pki import IssuedLeaf
-from meshclient.tls import build_server_context
 from meshclient.tokens import StaticToken
 from meshclient.transport.retry import RetryPolicy
+from meshclient_sandbox.pki import IssuedLeaf
+from meshclient_sandbox.tls import build_server_context
 
 CLIENT_ID = "notebook.ml-team.serviceaccount.identity.linkerd.cluster.local"  # tests/conftest.py's identities
 SERVER_ID = "echo.ml-platform.serviceaccount.identity.linkerd.cluster.local"

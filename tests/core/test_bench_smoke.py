@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from meshclient.sandbox.nginx import find_nginx
+from meshclient_sandbox.nginx import find_nginx
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "run.py"
 

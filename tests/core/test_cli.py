@@ -26,8 +26,8 @@ from mtls_server import mtls_server
 
 from meshclient import Credentials
 from meshclient.cli.main import main
-from meshclient.sandbox.pki import IssuedLeaf, SandboxPKI
-from meshclient.tls import build_server_context
+from meshclient_sandbox.pki import IssuedLeaf, SandboxPKI
+from meshclient_sandbox.tls import build_server_context
 
 CLIENT_ID = "notebook.ml-team.serviceaccount.identity.linkerd.cluster.local"
 SERVER_ID = "echo.ml-platform.serviceaccount.identity.linkerd.cluster.local"

@@ -64,7 +64,7 @@ from meshclient.errors import (
     EmptyMaterialError,
     WrongKeyPasswordError,
 )
-from meshclient.sandbox.pki import CertificateAuthority, IssuedLeaf, SandboxPKI
+from meshclient_sandbox.pki import CertificateAuthority, IssuedLeaf, SandboxPKI
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = dt.datetime(2026, 1, 15, 12, 0, 0, tzinfo=dt.timezone.utc)

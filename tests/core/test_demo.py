@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from meshclient import demo
-from meshclient.sandbox.runner import OUTSIDER_IDENTITY, Sandbox
+from meshclient_sandbox.runner import OUTSIDER_IDENTITY, Sandbox
 
 REPO = Path(__file__).resolve().parents[2]
 

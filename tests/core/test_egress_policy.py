@@ -12,7 +12,7 @@ from meshclient import Credentials, MeshClient
 from meshclient.audit import AuditEvent
 from meshclient.errors import ConfigurationError, EgressDeniedError, IdentityError, MeshError
 from meshclient.policy import EgressPolicy
-from meshclient.tls import build_server_context
+from meshclient_sandbox.tls import build_server_context
 
 CLIENT_ID = "notebook.ml-team.serviceaccount.identity.linkerd.cluster.local"  # tests/conftest.py's identities
 SERVER_ID = "echo.ml-platform.serviceaccount.identity.linkerd.cluster.local"

@@ -21,8 +21,8 @@ from requests.adapters import HTTPAdapter
 
 import meshclient
 from meshclient import Credentials, MeshClient
-from meshclient.sandbox.nginx import NginxPeer
-from meshclient.sandbox.pki import IssuedLeaf, SandboxPKI
+from meshclient_sandbox.nginx import NginxPeer
+from meshclient_sandbox.pki import IssuedLeaf, SandboxPKI
 
 # helpers asserted in peer_fixtures get pytest's assertion messages too
 pytest.register_assert_rewrite("peer_fixtures")

@@ -12,8 +12,8 @@ import pytest
 
 import meshclient
 from meshclient import Credentials, MeshClient
-from meshclient.sandbox.pki import IssuedLeaf, SandboxPKI
-from meshclient.sandbox.stunnel import StunnelPeer
+from meshclient_sandbox.pki import IssuedLeaf, SandboxPKI
+from meshclient_sandbox.stunnel import StunnelPeer
 
 pytest.register_assert_rewrite("peer_fixtures")
 from peer_fixtures import (  # noqa: E402 (after register_assert_rewrite)

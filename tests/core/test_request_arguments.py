@@ -18,8 +18,8 @@ from fault_server import FaultServer
 
 from meshclient import Credentials, MeshClient, RetryPolicy
 from meshclient.errors import ArgumentTypeError, ConfigurationError, ConnectError, MeshError
-from meshclient.tls import build_server_context
 from meshclient.transport.address import parse_address
+from meshclient_sandbox.tls import build_server_context
 
 SERVER_ID = "echo.ml-platform.serviceaccount.identity.linkerd.cluster.local"
 SECRET = "SECRETVALUE-z8"

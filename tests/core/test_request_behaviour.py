@@ -21,9 +21,9 @@ from fault_server import FaultServer, Respond, Stall, Trickle
 
 from meshclient import Credentials, MeshClient, RetryPolicy
 from meshclient.errors import DeadlineExceededError, MeshTimeoutError, TransportError
-from meshclient.sandbox.pki import IssuedLeaf
-from meshclient.tls import build_server_context
 from meshclient.transport.header import ALPN
+from meshclient_sandbox.pki import IssuedLeaf
+from meshclient_sandbox.tls import build_server_context
 
 SERVER_ID = "echo.ml-platform.serviceaccount.identity.linkerd.cluster.local"
 FAST = RetryPolicy(min_backoff=0.001, max_backoff=0.002)

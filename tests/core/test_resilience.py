@@ -48,7 +48,6 @@ from meshclient.errors import (
     TLSHandshakeError,
     TransportError,
 )
-from meshclient.tls import build_server_context
 from meshclient.tokens.base import BaseTokenProvider, Token
 from meshclient.tokens.errors import TokenUnavailableError
 from meshclient.transport.balancer import PeakEwma, StaticEndpoints
@@ -57,6 +56,7 @@ from meshclient.transport.budget import RetryBudget
 from meshclient.transport.header import ALPN, TransportHeader
 from meshclient.transport.retry import RetryPolicy
 from meshclient.transport.timing import Clock
+from meshclient_sandbox.tls import build_server_context
 
 SERVER_ID = "echo.ml-platform.serviceaccount.identity.linkerd.cluster.local"  # tests/conftest.py's server
 FAST = RetryPolicy(min_backoff=0.001, max_backoff=0.002)  # keep real back-off sleeps negligible

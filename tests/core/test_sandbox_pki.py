@@ -25,7 +25,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from meshclient import Credentials, Identity
 from meshclient.pki import certs_to_pem, is_self_signed, not_after, not_before
-from meshclient.sandbox.pki import IssuedLeaf, SandboxPKI
+from meshclient_sandbox.pki import IssuedLeaf, SandboxPKI
 
 NOW = dt.datetime(2026, 1, 15, 12, 0, 0, tzinfo=dt.timezone.utc)
 SERVER = "echo.ml-platform.serviceaccount.identity.linkerd.cluster.local"

@@ -15,8 +15,8 @@ from mtls_server import mtls_server
 
 import meshclient
 from meshclient import Credentials, MeshClient
-from meshclient.sandbox.pki import SandboxPKI
-from meshclient.tls import build_server_context
+from meshclient_sandbox.pki import SandboxPKI
+from meshclient_sandbox.tls import build_server_context
 
 pytest.register_assert_rewrite("peer_fixtures")
 from peer_fixtures import CLIENT_ID, SERVER_ID  # noqa: E402 (after register_assert_rewrite)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from databricks_helpers import FakeDbutils
 
-from meshclient.sandbox.runner import Sandbox
+from meshclient_sandbox.runner import Sandbox
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from meshclient.sandbox.runner import Sandbox
-from meshclient.sandbox.workspace import WorkspaceEmulator
+from meshclient_sandbox.runner import Sandbox
+from meshclient_sandbox.workspace import WorkspaceEmulator
 
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]+")
 

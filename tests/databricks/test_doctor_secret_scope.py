@@ -15,7 +15,7 @@ import pytest
 from databricks_helpers import FakeDbutils, assert_no_secrets, secret_texts, unique_user, workspace_env
 
 from meshclient.cli.main import main
-from meshclient.sandbox.runner import CLIENT_IDENTITY, Sandbox
+from meshclient_sandbox.runner import CLIENT_IDENTITY, Sandbox
 
 pytest.importorskip("databricks.sdk")
 

@@ -13,8 +13,8 @@ import pytest
 from databricks_helpers import assert_no_secrets, secret_texts
 
 from meshclient import Credentials, LoggingAuditSink, MeshClient, MeshError, raise_for_status
-from meshclient.sandbox.runner import CLIENT_IDENTITY, Sandbox
 from meshclient.tokens import ClientCredentials
+from meshclient_sandbox.runner import CLIENT_IDENTITY, Sandbox
 
 pytest.importorskip("databricks.sdk")
 from databricks.sdk import WorkspaceClient

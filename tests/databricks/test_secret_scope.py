@@ -13,8 +13,8 @@ from databricks_helpers import FakeDbutils, assert_no_secrets, secret_texts, uni
 from meshclient import Credentials, MeshClient, MeshError
 from meshclient.credentials.secret_scope import DbutilsSecretReader, read_secrets
 from meshclient.errors import SecretScopeError
-from meshclient.sandbox.runner import CLIENT_IDENTITY, Sandbox
 from meshclient.tokens import ClientCredentials
+from meshclient_sandbox.runner import CLIENT_IDENTITY, Sandbox
 
 pytest.importorskip("databricks.sdk")
 from databricks.sdk import WorkspaceClient

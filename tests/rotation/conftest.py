@@ -12,15 +12,15 @@ import pytest
 from rotation_helpers import ML_TEAM, OIDC_CLIENT, OIDC_SECRET, VAULT_AUDIENCE
 
 from meshclient import Credentials
-from meshclient.sandbox.apps import EchoApp
-from meshclient.sandbox.nginx import NginxPeer, find_nginx
-from meshclient.sandbox.oidc import OIDCIssuer
-from meshclient.sandbox.pki import IssuedLeaf, SandboxPKI
-from meshclient.sandbox.policy import ServerPolicy
-from meshclient.sandbox.proxy import InboundProxy
-from meshclient.sandbox.vault import SandboxVault
 from meshclient.tokens import ClientCredentials
 from meshclient.worker_cache import clear_cache
+from meshclient_sandbox.apps import EchoApp
+from meshclient_sandbox.nginx import NginxPeer, find_nginx
+from meshclient_sandbox.oidc import OIDCIssuer
+from meshclient_sandbox.pki import IssuedLeaf, SandboxPKI
+from meshclient_sandbox.policy import ServerPolicy
+from meshclient_sandbox.proxy import InboundProxy
+from meshclient_sandbox.vault import SandboxVault
 
 
 @pytest.fixture

@@ -21,8 +21,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from meshclient import Identity, MeshClient
 from meshclient.credentials.issuers import CertificateIssuer, IssuanceError, SignedCertificate
-from meshclient.sandbox.pki import IssuedLeaf, SandboxPKI
-from meshclient.sandbox.vault import sign_linkerd_leaf
+from meshclient_sandbox.pki import IssuedLeaf, SandboxPKI
+from meshclient_sandbox.vault import sign_linkerd_leaf
 
 CLIENT_ID = "notebook.ml-team.serviceaccount.identity.linkerd.cluster.local"
 SERVER_ID = "echo.ml-platform.serviceaccount.identity.linkerd.cluster.local"

@@ -19,10 +19,10 @@ from rotation_helpers import CLIENT_ID, SERVER_ID, rotate_files, serial_hex, wri
 
 from meshclient import FileSource, MeshClient
 from meshclient.credentials.issuers import IssuerSource, VaultPKIIssuer
-from meshclient.sandbox.nginx import NginxPeer
-from meshclient.sandbox.pki import SandboxPKI
-from meshclient.sandbox.vault import SandboxVault
 from meshclient.tokens import ClientCredentials
+from meshclient_sandbox.nginx import NginxPeer
+from meshclient_sandbox.pki import SandboxPKI
+from meshclient_sandbox.vault import SandboxVault
 
 pytestmark = [pytest.mark.peers, pytest.mark.slow]
 

@@ -13,7 +13,7 @@ import pytest
 from rotation_helpers import CLIENT_ID, wait_until, write_atomic, write_identity
 
 from meshclient import FileSource, SourceStatus
-from meshclient.sandbox.pki import SandboxPKI
+from meshclient_sandbox.pki import SandboxPKI
 
 POLL = 0.02
 OTHER_ID = "intruder.other-team.serviceaccount.identity.linkerd.cluster.local"

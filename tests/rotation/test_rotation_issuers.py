@@ -43,11 +43,11 @@ from meshclient.credentials.issuers import (
     new_key_and_csr,
 )
 from meshclient.pki import certs_to_pem, key_to_pem
-from meshclient.sandbox.httpserver import Request, Response, SandboxHTTPServer
-from meshclient.sandbox.oidc import OIDCIssuer, TokenValidator
-from meshclient.sandbox.pki import SandboxPKI
-from meshclient.sandbox.vault import SandboxVault, parse_duration, sign_linkerd_leaf
 from meshclient.tokens import ClientCredentials, OutboundRetryPolicy, StaticToken
+from meshclient_sandbox.httpserver import Request, Response, SandboxHTTPServer
+from meshclient_sandbox.oidc import OIDCIssuer, TokenValidator
+from meshclient_sandbox.pki import SandboxPKI
+from meshclient_sandbox.vault import SandboxVault, parse_duration, sign_linkerd_leaf
 
 FAST = OutboundRetryPolicy(attempts=3, initial_backoff=0.01, max_backoff=0.02)
 LONG_ID = "a-service-account-with-a-long-name.ml-team.serviceaccount.identity.linkerd.cluster.local"
@@ -330,7 +330,7 @@ class FakeStepCA(SandboxHTTPServer):
         return Response.json({"status": status, "message": message}, status)
 
     def _sign(self, request: Request) -> Response:
-        from meshclient.sandbox.httpserver import HTTPError
+        from meshclient_sandbox.httpserver import HTTPError
 
         body = request.json_object()
         self.bodies.append(sorted(body))

@@ -29,10 +29,10 @@ from rotation_helpers import (
 
 from meshclient import CertificateValidityError, FileSource, MeshClient, TLSHandshakeError
 from meshclient.credentials.issuers import IssuerSource, VaultPKIIssuer
-from meshclient.sandbox.nginx import NginxPeer
-from meshclient.sandbox.pki import SandboxPKI
-from meshclient.sandbox.vault import SandboxVault
 from meshclient.tokens import ClientCredentials, OutboundRetryPolicy
+from meshclient_sandbox.nginx import NginxPeer
+from meshclient_sandbox.pki import SandboxPKI
+from meshclient_sandbox.vault import SandboxVault
 
 pytestmark = [pytest.mark.peers, pytest.mark.slow]
 

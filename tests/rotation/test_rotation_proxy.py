@@ -25,10 +25,10 @@ from rotation_helpers import (
 
 from meshclient import FileSource, MeshClient
 from meshclient.credentials.issuers import IssuerSource, VaultPKIIssuer
-from meshclient.sandbox.pki import SandboxPKI
-from meshclient.sandbox.proxy import InboundProxy
-from meshclient.sandbox.vault import SandboxVault
 from meshclient.tokens import ClientCredentials
+from meshclient_sandbox.pki import SandboxPKI
+from meshclient_sandbox.proxy import InboundProxy
+from meshclient_sandbox.vault import SandboxVault
 
 pytestmark = pytest.mark.slow
 

@@ -22,8 +22,8 @@ from meshclient import (
 )
 from meshclient.credentials.issuers import IssuanceError, IssuerSource
 from meshclient.errors import CertificateExpiredError, CertificateNotYetValidError
-from meshclient.sandbox.pki import SandboxPKI
 from meshclient.tokens import StaticToken
+from meshclient_sandbox.pki import SandboxPKI
 
 POLL = 0.05
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from meshclient.sandbox.oidc import OIDCIssuer
-from meshclient.sandbox.workspace import WorkspaceEmulator
+from meshclient_sandbox.oidc import OIDCIssuer
+from meshclient_sandbox.workspace import WorkspaceEmulator
 
 _SERVER_THREAD_MARKERS = ("process_request_thread", "oidc-issuer", "workspace", "sandbox-http")
 

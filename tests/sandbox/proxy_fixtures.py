@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from meshclient import Credentials
-from meshclient.sandbox.pki import IssuedLeaf, SandboxPKI
-from meshclient.sandbox.transport_header import ALPN_PROTOCOL, SessionProtocol, TransportHeader, encode_prefaced
 from meshclient.tls import load_cert_chain_from_memory
+from meshclient_sandbox.pki import IssuedLeaf, SandboxPKI
+from meshclient_sandbox.transport_header import ALPN_PROTOCOL, SessionProtocol, TransportHeader, encode_prefaced
 
 ML_TEAM = "*.ml-team.serviceaccount.identity.linkerd.cluster.local"
 
@@ -256,7 +256,7 @@ def proxy_process(workdir: Path, leaf: IssuedLeaf, app_port: int, policy: dict[s
 
 
 def _serve(config: dict[str, Any]) -> None:
-    from meshclient.sandbox.proxy import InboundProxy
+    from meshclient_sandbox.proxy import InboundProxy
 
     creds = Credentials.from_files(cert=config["cert"], key=config["key"], trust_anchors=config["trust_anchors"])
     with InboundProxy(creds, config["app_port"], policy=config.get("policy")) as proxy:

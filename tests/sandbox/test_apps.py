@@ -18,8 +18,8 @@ from proxy_fixtures import ML_TEAM, socket_fds, wait_until
 
 from meshclient import Credentials
 from meshclient.client import MeshClient
-from meshclient.sandbox.apps import ArtifactStore, EchoApp, ResultsSink
-from meshclient.sandbox.proxy import InboundProxy
+from meshclient_sandbox.apps import ArtifactStore, EchoApp, ResultsSink
+from meshclient_sandbox.proxy import InboundProxy
 
 SERVER_ID = "echo.ml-platform.serviceaccount.identity.linkerd.cluster.local"
 GOOD_TOKEN = "good-token-value-1234567890"

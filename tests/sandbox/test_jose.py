@@ -1,4 +1,4 @@
-"""meshclient.jose: JWS/JWK/JWT against RFC vectors and every failure path.
+"""meshclient.jose + meshclient_sandbox.jose: JWS/JWK/JWT against RFC vectors and every failure path.
 
 Runs on cryptography 41.0.3 too (Databricks Runtime 15.4's pin); it needs nothing but
 cryptography and pytest.
@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from meshclient import MeshError
-from meshclient.jose import (
+from meshclient_sandbox.jose import (
     JWKS,
     JWTError,
     b64url_decode,

@@ -22,8 +22,8 @@ import requests
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from meshclient.jose import JWTError, jwk_thumbprint, public_jwk, sign_jwt, unverified_claims, unverified_header
-from meshclient.sandbox.httpserver import HTTPError, Request, Response, SandboxHTTPServer
-from meshclient.sandbox.oidc import (
+from meshclient_sandbox.httpserver import HTTPError, Request, Response, SandboxHTTPServer
+from meshclient_sandbox.oidc import (
     CLIENT_ASSERTION_TYPE_JWT_BEARER,
     GRANT_TOKEN_EXCHANGE,
     TOKEN_TYPE_ACCESS_TOKEN,
@@ -32,7 +32,7 @@ from meshclient.sandbox.oidc import (
     OIDCIssuer,
     TokenValidator,
 )
-from meshclient.sandbox.pki import IssuedLeaf, SandboxPKI
+from meshclient_sandbox.pki import IssuedLeaf, SandboxPKI
 
 pytestmark = pytest.mark.usefixtures("no_server_threads_left")
 
@@ -473,7 +473,7 @@ def test_logs_carry_no_secret_or_token(registered: OIDCIssuer, web: requests.Ses
     web.get(f"{registered.url}/token?access_token={ok}", timeout=10)
     # Our loggers only: urllib3 (the *client* here) logs request URLs, query string included.
     ours = [r for r in caplog.records if r.name.startswith("meshclient")]
-    assert {r.name for r in ours} >= {"meshclient.sandbox.oidc", "meshclient.sandbox.http"}
+    assert {r.name for r in ours} >= {"meshclient_sandbox.oidc", "meshclient_sandbox.http"}
     text = "\n".join(r.getMessage() for r in ours)
     assert "GET /token -> 405" in text
     assert "issued token to client scorer-job" in text

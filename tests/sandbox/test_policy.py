@@ -6,7 +6,7 @@ import pytest
 
 from meshclient import Identity
 from meshclient.errors import ConfigurationError
-from meshclient.sandbox.policy import (
+from meshclient_sandbox.policy import (
     UNAUTHORIZED_ROUTE,
     AccessPolicy,
     Authorization,

@@ -36,11 +36,11 @@ from proxy_fixtures import (
 from meshclient import Credentials
 from meshclient.client import MeshClient, raise_for_status
 from meshclient.errors import PolicyDeniedError, TLSHandshakeError
-from meshclient.sandbox.apps import ArtifactStore, EchoApp, pattern_bytes
-from meshclient.sandbox.pki import IssuedLeaf, SandboxPKI
-from meshclient.sandbox.policy import ServerPolicy
-from meshclient.sandbox.proxy import InboundProxy
-from meshclient.sandbox.transport_header import SessionProtocol
+from meshclient_sandbox.apps import ArtifactStore, EchoApp, pattern_bytes
+from meshclient_sandbox.pki import IssuedLeaf, SandboxPKI
+from meshclient_sandbox.policy import ServerPolicy
+from meshclient_sandbox.proxy import InboundProxy
+from meshclient_sandbox.transport_header import SessionProtocol
 
 CLIENT_ID = "notebook.ml-team.serviceaccount.identity.linkerd.cluster.local"
 SERVER_ID = "echo.ml-platform.serviceaccount.identity.linkerd.cluster.local"

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 import meshclient
-from meshclient.sandbox.runner import CLIENT_IDENTITY, OUTSIDER_IDENTITY
+from meshclient_sandbox.runner import CLIENT_IDENTITY, OUTSIDER_IDENTITY
 
 REPO = Path(__file__).resolve().parents[2]
 

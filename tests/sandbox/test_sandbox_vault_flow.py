@@ -4,7 +4,7 @@ the sandbox issuer, JWT login, ``pki/sign/<role>``, then an mTLS request with th
 from __future__ import annotations
 
 import meshclient
-from meshclient.sandbox.runner import Sandbox
+from meshclient_sandbox.runner import Sandbox
 
 JOB_ID = "job.ml-team.serviceaccount.identity.linkerd.cluster.local"
 

@@ -33,7 +33,7 @@ import struct
 import pytest
 
 from meshclient import MeshError
-from meshclient.sandbox.transport_header import (
+from meshclient_sandbox.transport_header import (
     ALPN_PROTOCOL,
     MAX_MESSAGE_LEN,
     PREFACE,

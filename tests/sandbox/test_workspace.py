@@ -15,8 +15,8 @@ import pytest
 import requests
 from cryptography import x509
 
-from meshclient.sandbox.pki import IssuedLeaf
-from meshclient.sandbox.workspace import MESH_IDENTITY_KEYS, Principal, WorkspaceEmulator
+from meshclient_sandbox.pki import IssuedLeaf
+from meshclient_sandbox.workspace import MESH_IDENTITY_KEYS, Principal, WorkspaceEmulator
 
 sdk = pytest.importorskip("databricks.sdk")
 from databricks.sdk import WorkspaceClient  # noqa: E402

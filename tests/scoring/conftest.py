@@ -10,8 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from meshclient.sandbox.apps.model_servers import venv_python
-from meshclient.sandbox.runner import Sandbox, SandboxSettings
+from meshclient_sandbox.apps.model_servers import venv_python
+from meshclient_sandbox.runner import Sandbox, SandboxSettings
 
 
 @pytest.fixture(scope="module")

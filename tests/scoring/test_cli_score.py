@@ -13,8 +13,8 @@ pd = pytest.importorskip("pandas")
 np = pytest.importorskip("numpy")
 
 from meshclient.cli.main import main  # noqa: E402
-from meshclient.sandbox.apps.model_servers import local_predictions  # noqa: E402
-from meshclient.sandbox.runner import Sandbox  # noqa: E402
+from meshclient_sandbox.apps.model_servers import local_predictions  # noqa: E402
+from meshclient_sandbox.runner import Sandbox  # noqa: E402
 
 COLUMNS = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 

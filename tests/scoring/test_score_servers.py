@@ -12,9 +12,9 @@ np = pytest.importorskip("numpy")
 
 from meshclient import MeshClient  # noqa: E402
 from meshclient.errors import ScoringError  # noqa: E402
-from meshclient.sandbox.apps.model_servers import ScoringRelay, local_predictions  # noqa: E402
-from meshclient.sandbox.runner import CLIENT_IDENTITY, Sandbox  # noqa: E402
 from meshclient.scoring import ScoringStats, score  # noqa: E402
+from meshclient_sandbox.apps.model_servers import ScoringRelay, local_predictions  # noqa: E402
+from meshclient_sandbox.runner import CLIENT_IDENTITY, Sandbox  # noqa: E402
 
 COLUMNS = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 WRONG_ID = "echo.ml-platform.serviceaccount.identity.linkerd.cluster.local"

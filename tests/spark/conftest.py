@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from meshclient.sandbox.runner import Sandbox
+from meshclient_sandbox.runner import Sandbox
 
 _LOG4J = """\
 rootLogger.level = info

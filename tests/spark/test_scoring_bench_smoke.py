@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from meshclient.sandbox.apps.model_servers import venv_python
+from meshclient_sandbox.apps.model_servers import venv_python
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "scoring_spark.py"
 

@@ -17,8 +17,8 @@ np = pytest.importorskip("numpy")
 import meshclient.spark as mspark  # noqa: E402
 from meshclient import MeshClient  # noqa: E402
 from meshclient.errors import ScoringError  # noqa: E402
-from meshclient.sandbox.apps.model_servers import ScoringRelay, local_predictions, venv_python  # noqa: E402
-from meshclient.sandbox.runner import Sandbox, SandboxSettings  # noqa: E402
+from meshclient_sandbox.apps.model_servers import ScoringRelay, local_predictions, venv_python  # noqa: E402
+from meshclient_sandbox.runner import Sandbox, SandboxSettings  # noqa: E402
 
 pytestmark = pytest.mark.spark
 

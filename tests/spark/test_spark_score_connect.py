@@ -19,8 +19,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from meshclient.sandbox.apps.model_servers import ScoringRelay, local_predictions, venv_python
-from meshclient.sandbox.runner import Sandbox, SandboxSettings
+from meshclient_sandbox.apps.model_servers import ScoringRelay, local_predictions, venv_python
+from meshclient_sandbox.runner import Sandbox, SandboxSettings
 
 pytestmark = pytest.mark.spark
 CHILD = Path(__file__).with_name("connect_score_child.py")

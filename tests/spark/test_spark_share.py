@@ -17,8 +17,8 @@ import pytest
 
 import meshclient.spark
 from meshclient import Credentials, MeshClient
-from meshclient.sandbox.runner import CLIENT_IDENTITY, Sandbox
 from meshclient.tokens import ClientCredentials
+from meshclient_sandbox.runner import CLIENT_IDENTITY, Sandbox
 
 pytestmark = pytest.mark.spark
 

@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from tokens_helpers import CLIENT_ID, LIFETIME, SECRET, FakeClock, GatedIssuer, RecordingSleep
 
 from meshclient.jose import public_jwk
-from meshclient.sandbox.oidc import OIDCIssuer
+from meshclient_sandbox.oidc import OIDCIssuer
 
 
 @pytest.fixture

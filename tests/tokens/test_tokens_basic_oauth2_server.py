@@ -32,8 +32,8 @@ import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from meshclient.jose import verify_jwt
 from meshclient.tokens import ClientCredentials, TokenEndpointError
+from meshclient_sandbox.jose import verify_jwt
 
 REPO = Path(__file__).resolve().parents[2]
 AUDIENCE = "https://scoring.ml-serving.svc.cluster.local"

@@ -13,10 +13,10 @@ import pytest
 from tokens_helpers import FakeClock
 
 from meshclient import ConfigurationError
-from meshclient.jose import verify_jwt
-from meshclient.sandbox.workspace import WorkspaceEmulator
 from meshclient.tokens import DatabricksOAuth, RefreshSettings, TokenEndpointError, TokenError, TokenState
 from meshclient.tokens.databricks import _aware
+from meshclient_sandbox.jose import verify_jwt
+from meshclient_sandbox.workspace import WorkspaceEmulator
 
 pytest.importorskip("databricks.sdk")
 

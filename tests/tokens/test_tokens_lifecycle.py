@@ -14,7 +14,6 @@ import pytest
 from tokens_helpers import CLIENT_ID, LIFETIME, SECRET, FakeClock, GatedIssuer, RecordingSleep, wait_for
 
 from meshclient import MeshError
-from meshclient.sandbox.oidc import OIDCIssuer
 from meshclient.tokens import (
     ClientCredentials,
     OutboundRetryPolicy,
@@ -29,6 +28,7 @@ from meshclient.tokens import (
     TokenState,
     TokenUnavailableError,
 )
+from meshclient_sandbox.oidc import OIDCIssuer
 
 STALE_AT = LIFETIME - min(300.0, 0.2 * LIFETIME)  # 240 s into a 300 s token
 

@@ -10,9 +10,6 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from tokens_helpers import CLIENT_ID, SECRET, FakeClock, RecordingSleep
 
 from meshclient import ConfigurationError
-from meshclient.jose import public_jwk, sign_jwt, unverified_claims, unverified_header, verify_jwt
-from meshclient.sandbox.httpserver import Request, Response, SandboxHTTPServer
-from meshclient.sandbox.oidc import OIDCIssuer
 from meshclient.tokens import (
     BaseTokenProvider,
     ClientCredentials,
@@ -24,6 +21,9 @@ from meshclient.tokens import (
     discover_token_endpoint,
 )
 from meshclient.tokens.oauth import TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_JWT
+from meshclient_sandbox.httpserver import Request, Response, SandboxHTTPServer
+from meshclient_sandbox.jose import public_jwk, sign_jwt, unverified_claims, unverified_header, verify_jwt
+from meshclient_sandbox.oidc import OIDCIssuer
 
 
 def verified(issuer: OIDCIssuer, token: Token, clock: FakeClock, audience: str = "mesh-services") -> dict[str, object]:

@@ -13,7 +13,6 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from tokens_helpers import CLIENT_ID, SECRET, FakeClock
 
-from meshclient.sandbox.oidc import OIDCIssuer
 from meshclient.tokens import (
     ClientCredentials,
     EnvironmentToken,
@@ -23,6 +22,7 @@ from meshclient.tokens import (
     TokenExchange,
     TokenState,
 )
+from meshclient_sandbox.oidc import OIDCIssuer
 
 
 def test_client_credentials_round_trip(issuer: OIDCIssuer, clock: FakeClock) -> None:

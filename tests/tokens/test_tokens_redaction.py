@@ -12,7 +12,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from tokens_helpers import CLIENT_ID, LIFETIME, SECRET, FakeClock, RecordingSleep
 
 from meshclient.redaction import redact_text as redact
-from meshclient.sandbox.oidc import OIDCIssuer
 from meshclient.tokens import (
     ClientCredentials,
     EnvironmentToken,
@@ -22,6 +21,7 @@ from meshclient.tokens import (
     TokenError,
     TokenExchange,
 )
+from meshclient_sandbox.oidc import OIDCIssuer
 
 
 def test_redact_masks_secrets_jwts_and_bearer_values() -> None:

@@ -11,8 +11,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from meshclient.sandbox.httpserver import Request, Response
-from meshclient.sandbox.oidc import OIDCIssuer
+from meshclient_sandbox.httpserver import Request, Response
+from meshclient_sandbox.oidc import OIDCIssuer
 
 #: A secret with characters that need form-urlencoding in client_secret_basic (RFC 6749 §2.3.1).
 SECRET = "s3cr+t/with=odd%chars-0123456789"

@@ -67,7 +67,7 @@ class ResultsSink(App):
     Args:
         workdir: where datasets live (created if missing); a new sink on the same workdir
             sees everything an earlier one acknowledged.
-        Other arguments: see :class:`~meshclient.sandbox.apps.App`.
+        Other arguments: see :class:`~meshclient_sandbox.apps.App`.
     """
 
     name = "results"

@@ -1,17 +1,19 @@
 """``Sandbox``: the whole local mesh — PKI, three meshed services, an OIDC issuer and a
 Databricks workspace emulator — started together and described in ``sandbox.json``.
 
-``meshclient sandbox`` runs it in the foreground; tests use :func:`meshclient.sandbox.fixtures.mesh_sandbox`;
+``meshclient sandbox`` runs it in the foreground; tests use :func:`meshclient_sandbox.pytest_plugin.mesh_sandbox`;
 ``meshclient demo`` tells the story on it. Everything listens on loopback. The material it
 writes is sandbox-only test material: never trust its CA for anything real.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import logging
 import os
+import re
 import secrets
 import shlex
 from collections.abc import Sequence
@@ -23,9 +25,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from ..credentials import Credentials
-from ..identity import Identity
-from ..pki import not_after
+from meshclient.credentials import Credentials
+from meshclient.identity import Identity
+from meshclient.pki import not_after
+
 from .apps import App, ArtifactStore, EchoApp, ResultsSink
 from .oidc import OIDCIssuer, TokenValidator
 from .pki import CertificateAuthority, IssuedLeaf, SandboxPKI
@@ -36,7 +39,7 @@ from .workspace import WorkspaceEmulator
 
 __all__ = ["Sandbox", "SandboxSettings", "DEFAULT_ALLOW", "CLIENT_IDENTITY", "OUTSIDER_IDENTITY", "SERVICE_NAMESPACE"]
 
-log = logging.getLogger("meshclient.sandbox")
+log = logging.getLogger("meshclient_sandbox")
 
 SERVICE_NAMESPACE = "ml-platform"
 CLIENT_IDENTITY = "notebook.ml-team.serviceaccount.identity.linkerd.cluster.local"
@@ -45,6 +48,10 @@ DEFAULT_ALLOW = ("*.ml-team.serviceaccount.identity.linkerd.cluster.local",)
 SECRET_SCOPE = "ml-mesh"
 AUDIENCE = "mesh-services"
 VAULT_ROLE = "ml-team"
+
+
+#: written last by a started sandbox (its pid), removed when it stops: see ready.py
+READY_FILE = "sandbox.pid"
 
 
 @dataclass(frozen=True)
@@ -62,10 +69,20 @@ class SandboxSettings:
 
 
 def _write_private(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.chmod(path, 0o600)
+    """Write atomically (a temporary file, then rename): a reader sees the old file or the new one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def _load_or_create_pki(pki_dir: Path) -> SandboxPKI:
@@ -132,6 +149,9 @@ class Sandbox:
         if self._started:
             return self
         self.workdir.mkdir(parents=True, exist_ok=True)
+        for name in (READY_FILE, "sandbox.json", "env.sh"):  # a reader never takes an old run's files for this one
+            with contextlib.suppress(FileNotFoundError):
+                (self.workdir / name).unlink()
         try:
             self._start()
         except BaseException:
@@ -236,6 +256,8 @@ class Sandbox:
     def _write_files(self) -> None:
         _write_private(self.workdir / "sandbox.json", (json.dumps(self.info, indent=2) + "\n").encode())
         _write_private(self.workdir / "env.sh", self.shell_exports().encode())
+        # last: `meshclient sandbox wait DIR` takes this (with a live pid) as "everything is written"
+        _write_private(self.workdir / READY_FILE, f"{os.getpid()}\n".encode())
 
     def shell_exports(self) -> str:
         """``export`` lines for MESHCLIENT_* and DATABRICKS_* (``source DIR/env.sh``)."""
@@ -247,7 +269,17 @@ class Sandbox:
             "MESHCLIENT_SANDBOX": str(self.workdir / "sandbox.json"),
             "DATABRICKS_HOST": i["workspace"]["host"],
             "DATABRICKS_TOKEN": i["workspace"]["token"],
+            "MESH_OIDC_TOKEN_URL": i["oidc"]["token_url"],
+            "MESH_OIDC_CLIENT_ID": i["oidc"]["client_id"],
+            "MESH_OIDC_CLIENT_SECRET": i["oidc"]["client_secret"],
+            "MESH_OIDC_AUDIENCE": i["oidc"]["audience"],
         }
+        for name, svc in i["services"].items():  # MESH_ECHO_URL, MESH_ECHO_ID, ...: what README snippets use
+            var = "MESH_" + re.sub(r"[^A-Z0-9]", "_", name.upper())
+            pairs[f"{var}_URL"] = svc["url"]
+            pairs[f"{var}_ID"] = svc["identity"]
+            if svc.get("direct"):
+                pairs[f"{var}_DIRECT"] = svc["direct"]
         lines = ["# meshclient sandbox: source this file (sandbox-only credentials)"]
         lines += [f"export {k}={shlex.quote(v)}" for k, v in pairs.items()]
         return "\n".join(lines) + "\n"
@@ -272,6 +304,8 @@ class Sandbox:
         return "\n".join(out)
 
     def stop(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            (self.workdir / READY_FILE).unlink()
         for proxy in self.proxies.values():
             proxy.stop()
         for app in self.apps.values():

@@ -1,9 +1,9 @@
 """The plain-HTTP app server the sandbox apps share: streaming bodies, bearer tokens, clean stop.
 
-Each app is a loopback HTTP/1.1 server behind an :class:`~meshclient.sandbox.proxy.InboundProxy`.
+Each app is a loopback HTTP/1.1 server behind an :class:`~meshclient_sandbox.proxy.InboundProxy`.
 Bodies are read as a stream (Content-Length or chunked) and responses can be files sent
 with ``socket.sendfile``, so gigabyte uploads and downloads never sit in memory. Access logs
-go to ``meshclient.sandbox.apps`` at DEBUG with method, path (no query) and status only: no
+go to ``meshclient_sandbox.apps`` at DEBUG with method, path (no query) and status only: no
 headers, where tokens travel.
 """
 
@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 __all__ = ["TokenValidator", "AppError", "Body", "Request", "App"]
 
-log = logging.getLogger("meshclient.sandbox.apps")
+log = logging.getLogger("meshclient_sandbox.apps")
 
 #: Validates a bearer token: returns its claims or raises (any exception means "invalid").
 TokenValidator = Callable[[str], Mapping[str, Any]]

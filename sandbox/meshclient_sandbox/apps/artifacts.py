@@ -39,7 +39,7 @@ class ArtifactStore(App):
     Args:
         workdir: the store's directory (created if missing).
         prefix: URL path the store is served under (default ``/``).
-        Other arguments: see :class:`~meshclient.sandbox.apps.App`.
+        Other arguments: see :class:`~meshclient_sandbox.apps.App`.
     """
 
     name = "artifacts"

@@ -19,8 +19,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from ..identity import Identity
-from ..pki import PrivateKey, certs_to_pem, key_to_pem
+from meshclient.identity import Identity
+from meshclient.pki import PrivateKey, certs_to_pem, key_to_pem
 
 __all__ = ["SandboxPKI", "IssuedLeaf", "CertificateAuthority"]
 

@@ -4,7 +4,7 @@ Why not bare ``http.server``: every sandbox service needs the same few things do
 a free loopback port, keep-alive (the Databricks SDK and ``requests`` pool connections),
 routing, JSON helpers, and a ``stop()`` that really ends every connection thread so tests
 leave no thread or socket behind (``ThreadingHTTPServer`` alone hangs on idle keep-alive
-connections or leaks daemon threads). Access logs go to the ``meshclient.sandbox.http``
+connections or leaks daemon threads). Access logs go to the ``meshclient_sandbox.http``
 logger at DEBUG and carry method, path (never the query string), status and size: no
 headers, bodies or query values, which is where tokens and secrets travel.
 
@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 
 __all__ = ["Request", "Response", "HTTPError", "Handler", "SandboxHTTPServer"]
 
-logger = logging.getLogger("meshclient.sandbox.http")
+logger = logging.getLogger("meshclient_sandbox.http")
 
 _S = TypeVar("_S", bound="SandboxHTTPServer")
 

@@ -26,8 +26,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
 
-from ..errors import ConfigurationError
-from ..identity import Identity, IdentityPattern
+from meshclient.errors import ConfigurationError
+from meshclient.identity import Identity, IdentityPattern
 
 __all__ = [
     "AccessPolicy",

@@ -30,8 +30,10 @@ from typing import Any
 import requests
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from ..errors import MeshError
-from ..jose import (
+from meshclient.errors import MeshError
+
+from .httpserver import HTTPError, Request, Response, SandboxHTTPServer
+from .jose import (
     JWKS,
     JWTError,
     KeySet,
@@ -42,7 +44,6 @@ from ..jose import (
     unverified_header,
     verify_jwt,
 )
-from .httpserver import HTTPError, Request, Response, SandboxHTTPServer
 
 __all__ = [
     "OIDCIssuer",
@@ -57,7 +58,7 @@ __all__ = [
     "TOKEN_TYPE_ID_TOKEN",
 ]
 
-logger = logging.getLogger("meshclient.sandbox.oidc")
+logger = logging.getLogger("meshclient_sandbox.oidc")
 
 GRANT_CLIENT_CREDENTIALS = "client_credentials"
 GRANT_TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"

@@ -1,11 +1,15 @@
-"""``meshclient sandbox``: run the local Linkerd-like mesh in the foreground."""
+"""``meshclient sandbox`` (run the local Linkerd-like mesh in the foreground) and
+``meshclient sandbox wait DIR`` (block until one started elsewhere is ready).
+
+Registered with the library's CLI through the ``meshclient.commands`` entry point."""
 
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
-from .common import EXIT_OK, HelpFormatter, UsageError, add_debug_option
+from meshclient.cli.common import EXIT_OK, HelpFormatter, UsageError, add_debug_option
 
 _HELP = "run the local Linkerd-like mesh in the foreground (writes DIR/sandbox.json)"
 _DESCRIPTION = """\
@@ -19,7 +23,7 @@ The material is sandbox-only: never trust its CA for anything real."""
 _EPILOG = """\
 examples:
   meshclient sandbox --workdir /tmp/mesh &
-  source /tmp/mesh/env.sh
+  meshclient sandbox wait /tmp/mesh && source /tmp/mesh/env.sh
   meshclient request -i GET https://127.0.0.1:PORT/hello \\
       --server-identity echo.ml-platform.serviceaccount.identity.linkerd.cluster.local"""
 
@@ -44,10 +48,51 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    "as service 'mlflow' (needs mlflow installed: pip install mlflow)")
     add_debug_option(p, default=argparse.SUPPRESS)
     p.set_defaults(func=run)
+    actions = p.add_subparsers(dest="sandbox_action", metavar="{wait}")
+    w = actions.add_parser("wait", help="block until the sandbox in DIR (started elsewhere) is ready",
+                           description="Block until a sandbox started with --workdir DIR has written sandbox.json "
+                           "and env.sh and its services accept connections; exit 1 on timeout.",
+                           formatter_class=HelpFormatter)
+    w.add_argument("dir", metavar="DIR", help="the --workdir of the sandbox to wait for")
+    w.add_argument("--timeout", type=_positive_seconds, default=60.0, metavar="S",
+                   help="give up after S seconds (default: 60)")
+    w.set_defaults(func=run_wait)
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not (value > 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive, finite number of seconds")
+    return value
+
+
+def run_wait(args: argparse.Namespace) -> int:
+    from .ready import wait_ready
+
+    info = wait_ready(args.dir, args.timeout)
+    print(f"sandbox ready: {len(info.get('services', {}))} services; source {Path(args.dir) / 'env.sh'}")
+    return EXIT_OK
+
+
+def _usable_workdir(text: str) -> Path:
+    """The workdir, created and writable, or a usage error that says why (never a traceback)."""
+    path = Path(text).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise UsageError(f"--workdir {text!r} cannot be used: {exc.strerror or type(exc).__name__}. "
+                         "Give a directory this user can create and write (e.g. --workdir /tmp/mesh).") from None
+    return path
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..sandbox.runner import DEFAULT_ALLOW, SandboxSettings, run_foreground
+    from .runner import DEFAULT_ALLOW, SandboxSettings, run_foreground
 
     if not args.host.startswith("127.") and args.host not in ("::1", "localhost"):
         raise UsageError("the sandbox only listens on loopback (127.0.0.0/8 or ::1).")
@@ -59,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError("--with-mlflow needs mlflow installed in this environment (pip install mlflow).")
         services = (*services, "mlflow")
     settings = SandboxSettings(
-        workdir=Path(args.workdir),
+        workdir=_usable_workdir(args.workdir),
         allow=tuple(args.allow) if args.allow else DEFAULT_ALLOW,
         default_policy=args.default_policy,
         host=args.host,

@@ -21,7 +21,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..errors import MeshError
+from meshclient.errors import MeshError
 
 __all__ = [
     "ALPN_PROTOCOL",

@@ -6,7 +6,7 @@ It behaves like a Linkerd inbound proxy where a proxy-less client can tell the d
   or none, fails the handshake with an ``unrecognized_name`` alert); a client certificate is
   requested, optional on the transparent ports and required on the direct port, and must
   chain to the mesh trust anchors; the client identity is the **first** DNS or URI SAN.
-* **Policy**: every request is checked against a :class:`~meshclient.sandbox.policy.ServerPolicy`;
+* **Policy**: every request is checked against a :class:`~meshclient_sandbox.policy.ServerPolicy`;
   a denial is ``403`` with ``l5d-proxy-error`` (Linkerd's text) and ``l5d-proxy-connection:
   close``, and the connection is closed.
 * **Headers**: any client-sent ``l5d-client-id`` is removed and the verified identity set.
@@ -38,16 +38,17 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from ..credentials import Credentials
-from ..errors import ConfigurationError, IdentityError
-from ..identity import Identity
-from ..tls import build_server_context
+from meshclient.credentials import Credentials
+from meshclient.errors import ConfigurationError, IdentityError
+from meshclient.identity import Identity
+
 from .policy import ClientInfo, ServerPolicy
+from .tls import build_server_context
 from .transport_header import ALPN_PROTOCOL, SessionProtocol, TransportHeaderError, read_prefaced
 
 __all__ = ["InboundProxy", "ProxyStats", "client_identity_from_cert", "BUFFER_SIZE"]
 
-log = logging.getLogger("meshclient.sandbox.proxy")
+log = logging.getLogger("meshclient_sandbox.proxy")
 
 #: Per-connection copy buffer. Memory per connection stays near this whatever the body size.
 BUFFER_SIZE = 256 * 1024

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import HelpFormatter, add_debug_option
+from meshclient.cli.common import HelpFormatter, add_debug_option
 
 _HELP = "the whole story end to end on a local sandbox mesh"
 
@@ -17,6 +17,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..demo import main
+    from .demo import main
 
     return main(workdir=args.workdir)

@@ -1,6 +1,6 @@
 """A real ``mlflow server`` (tracking + ``--serve-artifacts``, SQLite backend) as a sandbox app.
 
-The sandbox fronts it with an :class:`~meshclient.sandbox.proxy.InboundProxy` like any app, so
+The sandbox fronts it with an :class:`~meshclient_sandbox.proxy.InboundProxy` like any app, so
 clients reach MLflow only over mTLS with a verified identity: tracking calls, the artifact
 proxy (``/api/2.0/mlflow-artifacts/artifacts/...``) and the run's ``mlflow-artifacts:`` URIs.
 Everything it writes (``mlflow.db``, ``artifacts/``, its log) stays in its workdir. It needs
@@ -26,7 +26,7 @@ __all__ = ["MlflowServer"]
 class MlflowServer:
     """``mlflow server`` on loopback: :meth:`start` returns once ``/health`` answers; :meth:`stop` reaps it.
 
-    Duck-types the :class:`~meshclient.sandbox.apps.App` lifecycle (``port``, ``url``,
+    Duck-types the :class:`~meshclient_sandbox.apps.App` lifecycle (``port``, ``url``,
     ``start()``, ``stop()``, ``with``) so the sandbox can put its inbound proxy in front.
     """
 

@@ -42,13 +42,13 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from ..jose import JWTError, public_jwk, sign_jwt, verify_jwt
 from .httpserver import HTTPError, Request, Response, SandboxHTTPServer
+from .jose import JWTError, public_jwk, sign_jwt, verify_jwt
 from .oidc import _basic_credentials, _invalid_client, _oauth_response, _OAuthError
 
 __all__ = ["WorkspaceEmulator", "Principal", "PERMISSIONS", "MESH_IDENTITY_KEYS"]
 
-logger = logging.getLogger("meshclient.sandbox.workspace")
+logger = logging.getLogger("meshclient_sandbox.workspace")
 
 PERMISSIONS = ("READ", "WRITE", "MANAGE")
 _LEVEL = {p: i + 1 for i, p in enumerate(PERMISSIONS)}

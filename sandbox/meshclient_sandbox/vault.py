@@ -8,8 +8,8 @@ tested against the wire protocol it meets in production — HashiCorp Vault's JW
 switching the signing CA) provoke what a rotation meets: outages, short lifetimes, issuer
 rotation.
 
-It validates the JWT against the sandbox :class:`~meshclient.sandbox.oidc.OIDCIssuer` with
-:class:`~meshclient.sandbox.oidc.TokenValidator` (issuer, signature, expiry, then the role's
+It validates the JWT against the sandbox :class:`~meshclient_sandbox.oidc.OIDCIssuer` with
+:class:`~meshclient_sandbox.oidc.TokenValidator` (issuer, signature, expiry, then the role's
 bound audiences and subjects), keeps Vault tokens as hashes only, and signs with Linkerd's
 leaf profile from the sandbox issuer CA: CN = identity (when it fits in 64 characters), one
 DNS SAN, KU digitalSignature, EKU serverAuth + clientAuth, SKI/AKI, a short TTL. A role maps
@@ -39,17 +39,18 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from .. import pki as mesh_pki
-from ..errors import IdentityError
-from ..identity import Identity, IdentityPattern
-from ..jose import JWTError
+from meshclient import pki as mesh_pki
+from meshclient.errors import IdentityError
+from meshclient.identity import Identity, IdentityPattern
+from meshclient.jose import JWTError
+
 from .httpserver import HTTPError, Request, Response, SandboxHTTPServer
 from .oidc import IssuerUnavailableError, OIDCIssuer, TokenValidator
 from .pki import CertificateAuthority, SandboxPKI
 
 __all__ = ["SandboxVault", "VaultRole", "parse_duration", "sign_linkerd_leaf"]
 
-logger = logging.getLogger("meshclient.sandbox.vault")
+logger = logging.getLogger("meshclient_sandbox.vault")
 
 _NOT_BEFORE_SKEW = _dt.timedelta(seconds=30)  # Vault's not_before_duration default
 _DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)(d|h|m|s|ms))+$")

@@ -30,7 +30,7 @@ from ._base import App, AppError, Request
 __all__ = ["venv_python", "ModelServerProcess", "MlflowModelServer", "KServeModelServer", "ScoringRelay",
            "sandbox_model_server", "model_dir", "run_in_venv", "local_predictions", "KSERVE_SCRIPT", "MLFLOW_TRAIN", "MLFLOW_PREDICT"]
 
-log = logging.getLogger("meshclient.sandbox.models")
+log = logging.getLogger("meshclient_sandbox.models")
 
 KSERVE_SCRIPT = str(Path(__file__).with_name("kserve_model.py"))
 _REPO = Path(__file__).resolve().parents[3]

@@ -174,9 +174,9 @@ def _story(workdir: Path) -> int:
 
 
 def main(argv: Sequence[str] | None = None, *, workdir: str | None = None) -> int:
-    """Run the demo; ``argv`` is ``python -m meshclient.demo``'s command line (``--workdir DIR``)."""
+    """Run the demo; ``argv`` is ``python -m meshclient_sandbox.demo``'s command line (``--workdir DIR``)."""
     if argv is not None:
-        parser = argparse.ArgumentParser(prog="python -m meshclient.demo", description=__doc__,
+        parser = argparse.ArgumentParser(prog="python -m meshclient_sandbox.demo", description=__doc__,
                                          formatter_class=argparse.RawDescriptionHelpFormatter)
         parser.add_argument("--workdir", metavar="DIR",
                             help="keep the sandbox here (default: a temporary directory, removed afterwards)")

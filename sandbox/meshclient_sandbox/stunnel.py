@@ -25,11 +25,14 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
-from ..pki import certs_to_pem, key_to_pem, load_certificates, load_private_key
+from meshclient.pki import certs_to_pem, key_to_pem, load_certificates, load_private_key
+
 from .nginx import (
     PeerStartError,
+    PeerUnavailable,
     free_port,
     listen_address,
+    peers_hidden,
     register_live,
     stop_process,
     tail,
@@ -47,6 +50,8 @@ _REMOTE = re.compile(r"LOG\d\[(\d+)\]: Service \[[^\]]+\] connected remote serve
 
 def find_stunnel() -> str | None:
     """The stunnel binary (Debian names it ``stunnel4``)."""
+    if peers_hidden():
+        return None
     for name in ("stunnel4", "stunnel"):
         found = shutil.which(name)
         if found:
@@ -166,7 +171,7 @@ class StunnelPeer:
     ) -> None:
         binary = stunnel or find_stunnel()
         if binary is None:
-            raise PeerStartError("stunnel is not installed (Debian: apt-get install stunnel4).")
+            raise PeerUnavailable("stunnel is not installed (Debian: apt-get install stunnel4).")
         self.binary = binary
         self.host = host
         self._chain_pem = certs_to_pem(load_certificates(cert_chain_pem, where="StunnelPeer certificate"))
@@ -202,7 +207,7 @@ class StunnelPeer:
 
     def config(self) -> str:
         d = self.workdir
-        return f"""; written by meshclient.sandbox.stunnel: an mTLS terminator like a Linkerd inbound proxy
+        return f"""; written by meshclient_sandbox.stunnel: an mTLS terminator like a Linkerd inbound proxy
 foreground = yes
 pid =
 debug = info

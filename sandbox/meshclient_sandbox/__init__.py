@@ -29,5 +29,5 @@ _WHERE = {
 def __getattr__(name: str) -> Any:
     module = _WHERE.get(name)
     if module is None:
-        raise AttributeError(f"module 'meshclient.sandbox' has no attribute {name!r}")
+        raise AttributeError(f"module 'meshclient_sandbox' has no attribute {name!r}")
     return getattr(importlib.import_module(f".{module}", __name__), name)

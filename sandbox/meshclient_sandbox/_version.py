@@ -1,0 +1,3 @@
+"""The sandbox distribution's version: released together with meshclient."""
+
+__version__ = "0.4.0"
