@@ -22,9 +22,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .credentials.loaders import ENV_CERT, ENV_KEY, ENV_KEY_PASSWORD, ENV_TRUST_ANCHORS
-from .sandbox.runner import CLIENT_IDENTITY, OUTSIDER_IDENTITY, Sandbox
-from .tokens import ClientCredentials
+from meshclient.credentials.loaders import ENV_CERT, ENV_KEY, ENV_KEY_PASSWORD, ENV_TRUST_ANCHORS
+from meshclient.tokens import ClientCredentials
+
+from .runner import CLIENT_IDENTITY, OUTSIDER_IDENTITY, Sandbox
 
 __all__ = ["main", "CLIENT_ID", "ECHO_ID"]
 
