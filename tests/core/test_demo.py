@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from meshclient import demo
+from meshclient_sandbox import demo
 from meshclient_sandbox.runner import OUTSIDER_IDENTITY, Sandbox
 
 REPO = Path(__file__).resolve().parents[2]
