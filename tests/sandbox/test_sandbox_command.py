@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 import meshclient
-from meshclient_sandbox.runner import CLIENT_IDENTITY, OUTSIDER_IDENTITY
+from meshclient_sandbox.runner import CLIENT_IDENTITY, OUTSIDER_IDENTITY, READY_FILE
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -34,7 +34,7 @@ def _wait_ready(proc: subprocess.Popen[bytes], workdir: Path) -> dict[str, Any]:
         if proc.poll() is not None:
             raise AssertionError(f"sandbox exited early: {proc.stdout.read().decode() if proc.stdout else ''}")
         path = workdir / "sandbox.json"
-        if path.exists():
+        if (workdir / READY_FILE).exists():  # written last, after sandbox.json and env.sh
             try:
                 return dict(json.loads(path.read_text()))
             except ValueError:

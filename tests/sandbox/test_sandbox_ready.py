@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from meshclient.cli.main import main as cli_main
 from meshclient.cli import plugins
+from meshclient.cli.main import main as cli_main
 from meshclient_sandbox.ready import SandboxNotReady, wait_ready
 from meshclient_sandbox.runner import READY_FILE
 
