@@ -12,21 +12,17 @@ client (stunnel's version of ``l5d-client-id``).
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
-import socketserver
 import subprocess
 import tempfile
-import threading
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
 from meshclient.pki import certs_to_pem, key_to_pem, load_certificates, load_private_key
 
+from .apps.recording import RecordedRequest, RecordingApp
 from .nginx import (
     PeerStartError,
     PeerUnavailable,
@@ -42,7 +38,7 @@ from .nginx import (
 )
 from .pki import IssuedLeaf
 
-__all__ = ["StunnelPeer", "EchoApp", "EchoRequest", "find_stunnel"]
+__all__ = ["StunnelPeer", "RecordingApp", "RecordedRequest", "find_stunnel"]
 
 _ACCEPTED = re.compile(r"LOG\d\[(\d+)\]: Certificate accepted at depth=0: (.*)$")
 _REMOTE = re.compile(r"LOG\d\[(\d+)\]: Service \[[^\]]+\] connected remote server from [^\s]*:(\d+)$")
@@ -57,99 +53,6 @@ def find_stunnel() -> str | None:
         if found:
             return found
     return "/usr/bin/stunnel4" if os.access("/usr/bin/stunnel4", os.X_OK) else None
-
-
-@dataclass(frozen=True)
-class EchoRequest:
-    """One request the echo app received (behind the TLS terminator)."""
-
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: bytes
-    client_port: int  # the terminator's side of the plain-HTTP connection
-
-    def to_json(self) -> dict[str, Any]:
-        return {"method": self.method, "path": self.path, "headers": self.headers,
-                "body": self.body.decode("utf-8", "replace"), "body_len": len(self.body),
-                "client_port": self.client_port}
-
-
-class _EchoHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, like an app behind a proxy
-    server: _EchoServer
-
-    def _answer(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        seen = EchoRequest(self.command, self.path, dict(self.headers.items()), body, self.client_address[1])
-        self.server.record(seen)
-        payload = json.dumps(seen.to_json()).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(payload)
-
-    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _answer
-
-    def log_message(self, *args: Any) -> None:  # quiet: the test reads .requests instead
-        pass
-
-
-class _EchoServer(socketserver.ThreadingMixIn, HTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, host: str) -> None:
-        self.requests: list[EchoRequest] = []
-        self._lock = threading.Lock()
-        super().__init__((host, 0), _EchoHandler)
-
-    def record(self, request: EchoRequest) -> None:
-        with self._lock:
-            self.requests.append(request)
-
-
-@dataclass
-class EchoApp:
-    """A plain-HTTP app on loopback that echoes each request as JSON and records it."""
-
-    host: str = "127.0.0.1"
-    _server: _EchoServer | None = field(default=None, init=False, repr=False)
-    _thread: threading.Thread | None = field(default=None, init=False, repr=False)
-
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("EchoApp is not running")
-        port: int = self._server.server_address[1]
-        return port
-
-    @property
-    def requests(self) -> list[EchoRequest]:
-        if self._server is None:
-            return []
-        with self._server._lock:
-            return list(self._server.requests)
-
-    def start(self) -> EchoApp:
-        if self._server is None:
-            self._server = _EchoServer(self.host)
-            self._thread = threading.Thread(target=self._server.serve_forever, name="meshclient-echo-app",
-                                            daemon=True)
-            self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
 
 
 class StunnelPeer:
@@ -180,7 +83,7 @@ class StunnelPeer:
         self._trust_pem = client_trust_pem
         self._own_dir = workdir is None
         self.workdir = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="meshclient-stunnel-"))
-        self.app = EchoApp(host)
+        self.app = RecordingApp(host)
         self.port = 0
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -273,7 +176,7 @@ sslVersionMin = TLSv1.3
 
     # -- what the server saw ---------------------------------------------------------------
     @property
-    def requests(self) -> list[EchoRequest]:
+    def requests(self) -> list[RecordedRequest]:
         """Requests that reached the app (i.e. passed stunnel's mTLS), oldest first."""
         return self.app.requests
 
@@ -297,10 +200,10 @@ sslVersionMin = TLSv1.3
                 ports[int(remote.group(2))] = by_thread[remote.group(1)]
         return ports
 
-    def client_subject_for(self, request: EchoRequest) -> str | None:
+    def client_subject_for(self, request: RecordedRequest) -> str | None:
         """The verified client subject of the TLS connection that carried ``request``."""
         return self.verified_subjects().get(request.client_port)
 
     def __repr__(self) -> str:
         state = f"pid={self.pid}" if self.running else "stopped"
-        return f"StunnelPeer({self.host}:{self.port} -> app :{self.app.port if self.app._server else '-'}, {state})"
+        return f"StunnelPeer({self.host}:{self.port} -> app :{self.app.port if self.app.running else '-'}, {state})"

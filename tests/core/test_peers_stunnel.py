@@ -77,7 +77,7 @@ def test_stunnel_peer_lifecycle_leaves_nothing_behind(server_leaf: IssuedLeaf) -
 
     assert process_group(pid) == []
     assert not workdir.exists()
-    assert peer.app._server is None
+    assert not peer.app.running
 
 
 def test_wrong_server_identity_fails_before_the_app_sees_a_request(

@@ -149,6 +149,7 @@ class Request:
         self.path, _, self.query = target.partition("?")
         self.headers = handler.headers
         self.client_id: str | None = handler.headers.get("l5d-client-id")
+        self.client_port: int = int(handler.client_address[1]) if handler.client_address else 0
         self.body = Body(handler.rfile, handler.headers)
         self.claims: Mapping[str, Any] | None = None
         self.token = "none"  # "none" | "verified" | "unverified"
