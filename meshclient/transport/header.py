@@ -7,7 +7,10 @@ After a TLS handshake with ALPN ``transport.l5d.io/v1`` the client writes the pr
     message SessionProtocol { oneof kind { Http1 http1 = 1; Http2 http2 = 2; } message Http1 {} message Http2 {} }
 
 (linkerd2-proxy ``linkerd/transport-header/proto/header.proto``). The message is small enough
-to hand-encode; this module has both directions so the sandbox proxy can decode it.
+to hand-encode. The sandbox's inbound proxy has its own, independent codec
+(``meshclient_sandbox.transport_header``), kept apart on purpose: two implementations written
+from the same spec test each other on every direct-mode request, and a bug shared by client and
+server would otherwise go unnoticed.
 """
 
 from __future__ import annotations

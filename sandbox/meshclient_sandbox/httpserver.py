@@ -1,4 +1,9 @@
-"""A small threaded HTTP/1.1 server base for the sandbox services (issuer, workspace, proxy).
+"""The server base of the sandbox's JSON APIs (OIDC issuer, workspace emulator, Vault PKI).
+
+Two server bases live in the sandbox, on purpose: this one routes small JSON requests to
+handlers that return a :class:`Response` (bodies buffered, like the APIs it imitates); the
+apps' base (:mod:`meshclient_sandbox.apps._base`) streams gigabyte bodies and answers from
+the handler directly. The inbound proxy parses HTTP itself (it relays, it never serves).
 
 Why not bare ``http.server``: every sandbox service needs the same few things done right —
 a free loopback port, keep-alive (the Databricks SDK and ``requests`` pool connections),
@@ -28,7 +33,7 @@ from email.message import Message
 from types import TracebackType
 from typing import Any, TypeVar
 
-__all__ = ["Request", "Response", "HTTPError", "Handler", "SandboxHTTPServer"]
+__all__ = ["ApiRequest", "Response", "HTTPError", "Handler", "SandboxHTTPServer"]
 
 logger = logging.getLogger("meshclient_sandbox.http")
 
@@ -62,7 +67,7 @@ class HTTPError(Exception):
         super().__init__(f"{status} {self.message}")
 
 
-class Request:
+class ApiRequest:
     """One parsed request, handed to a route handler."""
 
     __slots__ = ("method", "target", "path", "query", "headers", "body", "client_address", "peer_cert")
@@ -87,7 +92,7 @@ class Request:
         self.peer_cert = peer_cert  # DER of the TLS client certificate, when one was sent
 
     def __repr__(self) -> str:  # no query, headers or body: they may carry secrets
-        return f"<Request {self.method} {self.path}>"
+        return f"<ApiRequest {self.method} {self.path}>"
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name)
@@ -190,7 +195,7 @@ class Response:
         return None
 
 
-Handler = Callable[[Request], Response]
+Handler = Callable[[ApiRequest], Response]
 
 
 class _ThreadingServer(http.server.ThreadingHTTPServer):
@@ -310,7 +315,7 @@ class _RequestHandler(http.server.BaseHTTPRequestHandler):
                 peer: bytes | None = None
                 if isinstance(self.connection, ssl.SSLSocket):
                     peer = self.connection.getpeercert(binary_form=True)
-                request = Request(method, self.path, self.headers, body, self.client_address, peer)
+                request = ApiRequest(method, self.path, self.headers, body, self.client_address, peer)
                 response = owner._respond(request)
         self._write(response, head=self.command == "HEAD")
 
@@ -345,7 +350,7 @@ class SandboxHTTPServer:
     """Threaded HTTP/1.1 server on a free loopback port, with start/stop and routing.
 
     ``ssl_context`` (server side) turns it into HTTPS; the client certificate, if any, is
-    then in :attr:`Request.peer_cert`. Use as a context manager or call :meth:`start` /
+    then in :attr:`ApiRequest.peer_cert`. Use as a context manager or call :meth:`start` /
     :meth:`stop`; after ``stop()`` no thread or socket of the server is left.
     """
 
@@ -382,7 +387,7 @@ class SandboxHTTPServer:
         else:
             self._routes.setdefault(path, {})[method.upper()] = handler
 
-    def handle(self, request: Request) -> Response:
+    def handle(self, request: ApiRequest) -> Response:
         """Dispatch to a route: 404 for an unknown path, 405 (with ``Allow``) for a known
         path and another method. Override to route differently."""
         methods = self._routes.get(request.path)
@@ -411,7 +416,7 @@ class SandboxHTTPServer:
             response.headers.extend(err.headers.items())
         return response
 
-    def _respond(self, request: Request) -> Response:
+    def _respond(self, request: ApiRequest) -> Response:
         try:
             return self.handle(request)
         except HTTPError as err:

@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from meshclient.errors import MeshError
 
-from .httpserver import HTTPError, Request, Response, SandboxHTTPServer
+from .httpserver import ApiRequest, HTTPError, Response, SandboxHTTPServer
 from .jose import (
     JWKS,
     JWTError,
@@ -389,7 +389,7 @@ class OIDCIssuer(SandboxHTTPServer):
 
     # -- endpoints ---------------------------------------------------------------------
 
-    def handle(self, request: Request) -> Response:
+    def handle(self, request: ApiRequest) -> Response:
         outage = self._take_outage()
         if outage is not None:
             if request.path == "/token":
@@ -405,15 +405,15 @@ class OIDCIssuer(SandboxHTTPServer):
             error = "server_error" if status >= 500 else "not_found" if status == 404 else "invalid_request"
         return _oauth_response(error, message, status)
 
-    def _discovery(self, request: Request) -> Response:
+    def _discovery(self, request: ApiRequest) -> Response:
         return Response.json(self.discovery_document())
 
-    def _jwks(self, request: Request) -> Response:
+    def _jwks(self, request: ApiRequest) -> Response:
         with self._lock:
             self.jwks_requests += 1
         return Response.json(self.jwks(), headers={"Cache-Control": "max-age=60"})
 
-    def _token(self, request: Request) -> Response:
+    def _token(self, request: ApiRequest) -> Response:
         with self._lock:
             self.token_requests += 1
         throttled = self._take_throttle()
@@ -438,7 +438,7 @@ class OIDCIssuer(SandboxHTTPServer):
             self.tokens_issued += 1
         return Response.json(body, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
 
-    def _token_form(self, request: Request) -> dict[str, str | list[str]]:
+    def _token_form(self, request: ApiRequest) -> dict[str, str | list[str]]:
         try:
             lists = request.form_lists()
         except HTTPError as err:
@@ -455,7 +455,7 @@ class OIDCIssuer(SandboxHTTPServer):
 
     # -- client authentication (RFC 6749 §2.3, RFC 7523 §2.2) ----------------------------
 
-    def _authenticate(self, request: Request, form: Mapping[str, str | list[str]]) -> RegisteredClient:
+    def _authenticate(self, request: ApiRequest, form: Mapping[str, str | list[str]]) -> RegisteredClient:
         basic = _basic_credentials(request)
         post_secret = form.get("client_secret")
         assertion = form.get("client_assertion")
@@ -568,7 +568,7 @@ class OIDCIssuer(SandboxHTTPServer):
         token, expires_in = self._mint(client, client.client_id, client.audiences[0], scope)
         return {"access_token": token, "token_type": "Bearer", "expires_in": expires_in, "scope": scope}
 
-    def _token_exchange(self, client: RegisteredClient, form: Mapping[str, Any], request: Request) -> dict[str, Any]:
+    def _token_exchange(self, client: RegisteredClient, form: Mapping[str, Any], request: ApiRequest) -> dict[str, Any]:
         subject_token = form.get("subject_token")
         subject_type = form.get("subject_token_type")
         if not subject_token:
@@ -643,7 +643,7 @@ def _invalid_client(description: str) -> _OAuthError:
     return _OAuthError("invalid_client", description, 401, {"WWW-Authenticate": 'Basic realm="meshclient-sandbox"'})
 
 
-def _basic_credentials(request: Request) -> tuple[str, str] | None:
+def _basic_credentials(request: ApiRequest) -> tuple[str, str] | None:
     """RFC 6749 §2.3.1: Basic credentials are form-urlencoded before base64."""
     auth = (request.header("Authorization") or "").strip()
     scheme, _, value = auth.partition(" ")

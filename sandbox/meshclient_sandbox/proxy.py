@@ -352,7 +352,7 @@ def _parse_head(head: bytes, status_on_error: int) -> _Head:
 
 
 @dataclass
-class _Request:
+class _RequestHead:
     head: _Head
     method: bytes
     target: bytes
@@ -363,7 +363,7 @@ class _Request:
     expect_continue: bool
 
 
-def _parse_request(raw: bytes) -> _Request:
+def _parse_request(raw: bytes) -> _RequestHead:
     head = _parse_head(raw, 400)
     parts = head.start.split(b" ")
     if len(parts) != 3 or not _TOKEN.match(parts[0]) or not parts[1]:
@@ -379,7 +379,7 @@ def _parse_request(raw: bytes) -> _Request:
         raise _Reject(417, "unsupported expectation")
     if b"upgrade" in connection:
         raise _Reject(501, "protocol upgrades are not supported by the sandbox proxy")
-    return _Request(head, method, target, version, framing, length, keep_alive, bool(expect))
+    return _RequestHead(head, method, target, version, framing, length, keep_alive, bool(expect))
 
 
 def _request_framing(head: _Head, version: bytes) -> tuple[str, int]:
@@ -938,7 +938,7 @@ class InboundProxy:
             if linger:
                 _linger(down)
 
-    def _exchange(self, down: _Stream, req: _Request, client: ClientInfo, app_port: int,
+    def _exchange(self, down: _Stream, req: _RequestHead, client: ClientInfo, app_port: int,
                   upstream: _Upstream, buffer: _LazyBuffer) -> bool:
         """Forward one request and its response; return whether both connections stay open."""
         headers = [(n, v) for n, v in _strip_hop_by_hop(req.head)
@@ -990,7 +990,7 @@ class InboundProxy:
                                     retry_ok=reused and req.framing == "none", app_port=app_port,
                                     resend=prefix)
 
-    def _relay_response(self, down: _Stream, up: _Stream, req: _Request, upstream: _Upstream,
+    def _relay_response(self, down: _Stream, up: _Stream, req: _RequestHead, upstream: _Upstream,
                         complete: bool, buffer: _LazyBuffer, *, retry_ok: bool, app_port: int,
                         resend: bytes) -> bool:
         while True:

@@ -11,6 +11,9 @@ as in linkerd2-proxy ``linkerd/transport-header``. The protobuf subset is small 
 write by hand, which keeps ``protobuf`` out of meshclient's dependencies. Decoding follows
 protobuf's rules (unknown fields skipped, last scalar wins, embedded messages merge) and
 then Linkerd's checks (port in 1..65535, ``name`` a DNS name when set).
+
+The client's codec (``meshclient.transport.header``) is a separate implementation on purpose:
+each tests the other on every direct-mode request in the suite.
 """
 
 from __future__ import annotations

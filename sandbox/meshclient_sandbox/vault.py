@@ -44,7 +44,7 @@ from meshclient.errors import IdentityError
 from meshclient.identity import Identity, IdentityPattern
 from meshclient.jose import JWTError
 
-from .httpserver import HTTPError, Request, Response, SandboxHTTPServer
+from .httpserver import ApiRequest, HTTPError, Response, SandboxHTTPServer
 from .oidc import IssuerUnavailableError, OIDCIssuer, TokenValidator
 from .pki import CertificateAuthority, SandboxPKI
 
@@ -250,7 +250,7 @@ class SandboxVault(SandboxHTTPServer):
     def error_response(self, status: int, message: str, *, code: str | None = None) -> Response:
         return Response.json({"errors": [message] if message else []}, status)
 
-    def handle(self, request: Request) -> Response:
+    def handle(self, request: ApiRequest) -> Response:
         is_sign = request.path.startswith(f"/v1/{self.pki_mount}/sign/")
         with self._lock:
             if is_sign:
@@ -267,7 +267,7 @@ class SandboxVault(SandboxHTTPServer):
         return super().handle(request)
 
     # -- JWT auth ----------------------------------------------------------------------------
-    def _login(self, request: Request) -> Response:
+    def _login(self, request: ApiRequest) -> Response:
         body = request.json_object()
         jwt = body.get("jwt")
         role_name = body.get("role")
@@ -315,7 +315,7 @@ class SandboxVault(SandboxHTTPServer):
             "orphan": True,
         })
 
-    def _lease_for(self, request: Request) -> _Lease:
+    def _lease_for(self, request: ApiRequest) -> _Lease:
         token = request.header("X-Vault-Token")
         if not token:
             raise HTTPError(403, "permission denied")
@@ -329,7 +329,7 @@ class SandboxVault(SandboxHTTPServer):
         return lease
 
     # -- PKI sign ----------------------------------------------------------------------------
-    def _sign(self, request: Request) -> Response:
+    def _sign(self, request: ApiRequest) -> Response:
         pki_role = request.path[len(f"/v1/{self.pki_mount}/sign/"):]
         lease = self._lease_for(request)
         with self._lock:

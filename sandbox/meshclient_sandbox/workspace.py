@@ -42,7 +42,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from .httpserver import HTTPError, Request, Response, SandboxHTTPServer
+from .httpserver import ApiRequest, HTTPError, Response, SandboxHTTPServer
 from .jose import JWTError, public_jwk, sign_jwt, verify_jwt
 from .oidc import _basic_credentials, _invalid_client, _oauth_response, _OAuthError
 
@@ -294,7 +294,7 @@ class WorkspaceEmulator(SandboxHTTPServer):
         return Response.json({"error_code": default, "message": message}, status,
                              headers={"x-databricks-org-id": self.workspace_id})
 
-    def handle(self, request: Request) -> Response:
+    def handle(self, request: ApiRequest) -> Response:
         if request.path.startswith("/api/"):
             with self._lock:
                 self.api_requests += 1
@@ -308,7 +308,7 @@ class WorkspaceEmulator(SandboxHTTPServer):
         response.headers.append(("x-databricks-org-id", self.workspace_id))
         return response
 
-    def _caller(self, request: Request) -> Principal:
+    def _caller(self, request: ApiRequest) -> Principal:
         token = request.bearer_token()
         if token is None:
             raise _api_error(401, "UNAUTHENTICATED",
@@ -356,8 +356,8 @@ class WorkspaceEmulator(SandboxHTTPServer):
                              f"permission on scope {scope.name} to perform this action.")
 
     @staticmethod
-    def _field(body: Mapping[str, Any] | Request, name: str) -> str:
-        value = body.param(name) if isinstance(body, Request) else body.get(name)
+    def _field(body: Mapping[str, Any] | ApiRequest, name: str) -> str:
+        value = body.param(name) if isinstance(body, ApiRequest) else body.get(name)
         if value is None or value == "":
             raise _api_error(400, "INVALID_PARAMETER_VALUE", f"Missing required field: {name}")
         if not isinstance(value, str):
@@ -369,10 +369,10 @@ class WorkspaceEmulator(SandboxHTTPServer):
 
     # -- OAuth (M2M) -------------------------------------------------------------------
 
-    def _host_metadata(self, request: Request) -> Response:
+    def _host_metadata(self, request: ApiRequest) -> Response:
         return Response.json({"oidc_endpoint": self.oidc_issuer, "workspace_id": self.workspace_id})
 
-    def _oidc_discovery(self, request: Request) -> Response:
+    def _oidc_discovery(self, request: ApiRequest) -> Response:
         return Response.json({
             "issuer": self.oidc_issuer,
             "authorization_endpoint": f"{self.oidc_issuer}/v1/authorize",
@@ -384,10 +384,10 @@ class WorkspaceEmulator(SandboxHTTPServer):
             "response_types_supported": ["code"],
         })
 
-    def _oidc_keys(self, request: Request) -> Response:
+    def _oidc_keys(self, request: ApiRequest) -> Response:
         return Response.json({"keys": [public_jwk(self._key, kid=self._kid, alg="ES256")]})
 
-    def _oidc_token(self, request: Request) -> Response:
+    def _oidc_token(self, request: ApiRequest) -> Response:
         with self._lock:
             self.token_requests += 1
         try:
@@ -435,7 +435,7 @@ class WorkspaceEmulator(SandboxHTTPServer):
 
     # -- SCIM --------------------------------------------------------------------------
 
-    def _scim_me(self, request: Request) -> Response:
+    def _scim_me(self, request: ApiRequest) -> Response:
         p = self._caller(request)
         groups = [{"display": "users", "type": "direct"}] + ([{"display": "admins", "type": "direct"}] if p.admin
                                                              else [])
@@ -455,13 +455,13 @@ class WorkspaceEmulator(SandboxHTTPServer):
 
     # -- secrets API -------------------------------------------------------------------
 
-    def _list_scopes(self, request: Request) -> Response:
+    def _list_scopes(self, request: ApiRequest) -> Response:
         self._caller(request)
         with self._lock:
             scopes = [{"name": n, "backend_type": "DATABRICKS"} for n in sorted(self._scopes)]
         return Response.json({"scopes": scopes} if scopes else {})
 
-    def _create_scope(self, request: Request) -> Response:
+    def _create_scope(self, request: ApiRequest) -> Response:
         caller = self._caller(request)
         body = request.json_object()
         name = self._field(body, "scope")
@@ -481,7 +481,7 @@ class WorkspaceEmulator(SandboxHTTPServer):
         logger.debug("%s: %s created scope %s", self.name, caller.name, name)
         return Response.json({})
 
-    def _delete_scope(self, request: Request) -> Response:
+    def _delete_scope(self, request: ApiRequest) -> Response:
         caller = self._caller(request)
         body = request.json_object()
         with self._lock:
@@ -490,7 +490,7 @@ class WorkspaceEmulator(SandboxHTTPServer):
             del self._scopes[scope.name]
         return Response.json({})
 
-    def _list_secrets(self, request: Request) -> Response:
+    def _list_secrets(self, request: ApiRequest) -> Response:
         caller = self._caller(request)
         with self._lock:
             scope = self._scope(self._field(request, "scope"))
@@ -498,7 +498,7 @@ class WorkspaceEmulator(SandboxHTTPServer):
             items = [{"key": k, "last_updated_timestamp": ts} for k, (_, ts) in sorted(scope.secrets.items())]
         return Response.json({"secrets": items} if items else {})
 
-    def _get_secret(self, request: Request) -> Response:
+    def _get_secret(self, request: ApiRequest) -> Response:
         caller = self._caller(request)
         key = self._field(request, "key")
         with self._lock:
@@ -511,7 +511,7 @@ class WorkspaceEmulator(SandboxHTTPServer):
         logger.debug("%s: %s read secret %s/%s", self.name, caller.name, scope.name, key)
         return Response.json({"key": key, "value": base64.b64encode(entry[0]).decode("ascii")})
 
-    def _put_secret(self, request: Request) -> Response:
+    def _put_secret(self, request: ApiRequest) -> Response:
         caller = self._caller(request)
         body = request.json_object()
         key = self._field(body, "key")
@@ -539,7 +539,7 @@ class WorkspaceEmulator(SandboxHTTPServer):
         logger.debug("%s: %s wrote secret %s/%s", self.name, caller.name, scope.name, key)
         return Response.json({})
 
-    def _delete_secret(self, request: Request) -> Response:
+    def _delete_secret(self, request: ApiRequest) -> Response:
         caller = self._caller(request)
         body = request.json_object()
         key = self._field(body, "key")
@@ -552,7 +552,7 @@ class WorkspaceEmulator(SandboxHTTPServer):
             del scope.secrets[key]
         return Response.json({})
 
-    def _list_acls(self, request: Request) -> Response:
+    def _list_acls(self, request: ApiRequest) -> Response:
         caller = self._caller(request)
         with self._lock:
             scope = self._scope(self._field(request, "scope"))
@@ -560,7 +560,7 @@ class WorkspaceEmulator(SandboxHTTPServer):
             items = [{"principal": p, "permission": perm} for p, perm in sorted(scope.acls.items())]
         return Response.json({"items": items} if items else {})
 
-    def _get_acl(self, request: Request) -> Response:
+    def _get_acl(self, request: ApiRequest) -> Response:
         caller = self._caller(request)
         principal = self._field(request, "principal")
         with self._lock:
@@ -572,7 +572,7 @@ class WorkspaceEmulator(SandboxHTTPServer):
                              f"No ACL for principal {principal} on scope {scope.name}")
         return Response.json({"principal": principal, "permission": perm})
 
-    def _put_acl(self, request: Request) -> Response:
+    def _put_acl(self, request: ApiRequest) -> Response:
         caller = self._caller(request)
         body = request.json_object()
         principal = self._field(body, "principal")
@@ -589,7 +589,7 @@ class WorkspaceEmulator(SandboxHTTPServer):
         logger.debug("%s: %s set %s for %s on scope %s", self.name, caller.name, permission, principal, scope.name)
         return Response.json({})
 
-    def _delete_acl(self, request: Request) -> Response:
+    def _delete_acl(self, request: ApiRequest) -> Response:
         caller = self._caller(request)
         body = request.json_object()
         principal = self._field(body, "principal")

@@ -4,6 +4,7 @@ the ``meshclient sandbox``/``demo`` commands as entry points."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -16,6 +17,7 @@ pytestmark = pytest.mark.slow
 
 
 def _build(source: Path, out: Path) -> zipfile.ZipFile:
+    shutil.rmtree(source / "build", ignore_errors=True)  # a stale build/lib must not leak files into the wheel
     done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
                            "-w", str(out), str(source)], capture_output=True, text=True, timeout=300, cwd=out)
     assert done.returncode == 0, done.stderr[-2000:]

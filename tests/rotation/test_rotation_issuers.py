@@ -44,7 +44,7 @@ from meshclient.credentials.issuers import (
 )
 from meshclient.pki import certs_to_pem, key_to_pem
 from meshclient.tokens import ClientCredentials, OutboundRetryPolicy, StaticToken
-from meshclient_sandbox.httpserver import Request, Response, SandboxHTTPServer
+from meshclient_sandbox.httpserver import ApiRequest, Response, SandboxHTTPServer
 from meshclient_sandbox.oidc import OIDCIssuer, TokenValidator
 from meshclient_sandbox.pki import SandboxPKI
 from meshclient_sandbox.vault import SandboxVault, parse_duration, sign_linkerd_leaf
@@ -143,7 +143,7 @@ class RecordingVault(SandboxVault):
         super().__init__(*args, **kwargs)
         self.seen: list[tuple[str, list[str], bool, dict[str, Any]]] = []
 
-    def handle(self, request: Request) -> Response:
+    def handle(self, request: ApiRequest) -> Response:
         body = request.json_object() if request.body else {}
         shown = {k: v for k, v in body.items() if k in ("role", "common_name", "alt_names", "ttl", "format")}
         self.seen.append((request.path, sorted(body), bool(request.header("X-Vault-Token")), shown))
@@ -252,7 +252,7 @@ def test_redirects_are_not_followed() -> None:
     """A redirect would carry the JWT (or the Vault token) to whoever it names."""
     hits: list[str] = []
 
-    def record(request: Request) -> Response:
+    def record(request: ApiRequest) -> Response:
         hits.append(request.path)
         return Response.json({})
 
@@ -329,7 +329,7 @@ class FakeStepCA(SandboxHTTPServer):
     def error_response(self, status: int, message: str, *, code: str | None = None) -> Response:
         return Response.json({"status": status, "message": message}, status)
 
-    def _sign(self, request: Request) -> Response:
+    def _sign(self, request: ApiRequest) -> Response:
         from meshclient_sandbox.httpserver import HTTPError
 
         body = request.json_object()

@@ -22,7 +22,7 @@ import requests
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from meshclient.jose import JWTError, jwk_thumbprint, public_jwk, sign_jwt, unverified_claims, unverified_header
-from meshclient_sandbox.httpserver import HTTPError, Request, Response, SandboxHTTPServer
+from meshclient_sandbox.httpserver import ApiRequest, HTTPError, Response, SandboxHTTPServer
 from meshclient_sandbox.oidc import (
     CLIENT_ASSERTION_TYPE_JWT_BEARER,
     GRANT_TOKEN_EXCHANGE,
@@ -498,10 +498,10 @@ class _Echo(SandboxHTTPServer):
         self.add_route("GET", "/boom", self._boom)
         self.add_route("GET", "/teapot", self._teapot)
 
-    def _boom(self, request: Request) -> Response:
+    def _boom(self, request: ApiRequest) -> Response:
         raise RuntimeError("handler bug with " + SECRET)
 
-    def _teapot(self, request: Request) -> Response:
+    def _teapot(self, request: ApiRequest) -> Response:
         raise HTTPError(418, "short and stout", headers={"X-Pot": "1"})
 
 

@@ -21,7 +21,7 @@ from meshclient.tokens import (
     discover_token_endpoint,
 )
 from meshclient.tokens.oauth import TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_JWT
-from meshclient_sandbox.httpserver import Request, Response, SandboxHTTPServer
+from meshclient_sandbox.httpserver import ApiRequest, Response, SandboxHTTPServer
 from meshclient_sandbox.jose import public_jwk, sign_jwt, unverified_claims, unverified_header, verify_jwt
 from meshclient_sandbox.oidc import OIDCIssuer
 
@@ -265,7 +265,7 @@ class _Redirector(SandboxHTTPServer):
         self.hits = 0
         self.add_route("POST", "/token", self._redirect)
 
-    def _redirect(self, request: Request) -> Response:
+    def _redirect(self, request: ApiRequest) -> Response:
         self.hits += 1
         return Response(307, b"", headers={"Location": self.location})
 
@@ -334,10 +334,10 @@ class _Recorder(SandboxHTTPServer):
 
     def __init__(self) -> None:
         super().__init__()
-        self.requests: list[Request] = []
+        self.requests: list[ApiRequest] = []
         self.add_route("POST", "/token", self._token)
 
-    def _token(self, request: Request) -> Response:
+    def _token(self, request: ApiRequest) -> Response:
         self.requests.append(request)
         return Response.json({"access_token": "opaque-access-token", "token_type": "bearer", "expires_in": "600"})
 
@@ -376,7 +376,7 @@ def test_wire_format_of_a_client_credentials_request(clock: FakeClock) -> None:
 
 def test_a_token_without_expiry_gets_the_default_lifetime(clock: FakeClock) -> None:
     class _NoExpiry(_Recorder):
-        def _token(self, request: Request) -> Response:
+        def _token(self, request: ApiRequest) -> Response:
             return Response.json({"access_token": "opaque-access-token", "token_type": "Bearer"})
 
     with _NoExpiry() as srv:
@@ -400,7 +400,7 @@ def test_a_token_without_expiry_gets_the_default_lifetime(clock: FakeClock) -> N
 )
 def test_unusable_token_responses(clock: FakeClock, body: object, match: str) -> None:
     class _Odd(_Recorder):
-        def _token(self, request: Request) -> Response:
+        def _token(self, request: ApiRequest) -> Response:
             return Response.json(body)
 
     with _Odd() as srv:

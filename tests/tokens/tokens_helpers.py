@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from meshclient_sandbox.httpserver import Request, Response
+from meshclient_sandbox.httpserver import ApiRequest, Response
 from meshclient_sandbox.oidc import OIDCIssuer
 
 #: A secret with characters that need form-urlencoding in client_secret_basic (RFC 6749 §2.3.1).
@@ -55,7 +55,7 @@ class GatedIssuer(OIDCIssuer):
         self._arrived_cond = threading.Condition()
         self.add_route("POST", "/token", self._gated_token)
 
-    def _gated_token(self, request: Request) -> Response:
+    def _gated_token(self, request: ApiRequest) -> Response:
         with self._arrived_cond:
             self.arrived += 1
             self._arrived_cond.notify_all()
