@@ -82,8 +82,10 @@ def _check_dns_name(text: str, noun: str = "Identity") -> list[str]:
     if len(labels) < 2:
         raise IdentityError(
             f"{noun} {text!r} is a single name, not a mesh identity.",
-            hint=f"Pass the full identity, e.g. {text.lower()}.<namespace>.serviceaccount.identity.linkerd.cluster.local "
-            "(or a spiffe:// ID).",
+            hint=(f"Pass the full identity, e.g. {text.lower()}.<namespace>.serviceaccount.identity.linkerd.cluster.local "
+                  "(or a spiffe:// ID)." if _LABEL.match(text.lower()) else
+                  f"A Linkerd identity is a DNS name (lower-case letters, digits, '-' and '.', no spaces) like "
+                  f"{_EXAMPLE!r}; a SPIFFE ID starts with 'spiffe://'."),
         )
     for label in labels:
         _check_label(label, "label", text, noun)

@@ -31,6 +31,8 @@ from .common import (
     add_material_options,
     add_token_options,
     load_credentials,
+    positive_int,
+    positive_seconds,
 )
 from .request import token_provider
 
@@ -67,8 +69,8 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="the mesh identity that must serve the store "
                    "(<sa>.<ns>.serviceaccount.identity.linkerd.cluster.local or spiffe://...)")
     p.add_argument("--protocol", choices=PROTOCOLS, default="put", help="the store's protocol (default put)")
-    p.add_argument("--workers", metavar="N", type=int, default=8, help="files transferred at once (default 8)")
-    p.add_argument("--timeout", metavar="SECONDS", type=float,
+    p.add_argument("--workers", metavar="N", type=positive_int, default=8, help="files transferred at once (default 8)")
+    p.add_argument("--timeout", metavar="SECONDS", type=positive_seconds,
                    help=f"seconds to connect and between bytes (default {DEFAULT_TIMEOUT[0]:g} / {DEFAULT_TIMEOUT[1]:g})")
     p.add_argument("--no-progress", action="store_true", help="no progress bar, log lines only")
     p.add_argument("--json", action="store_true", help="print the report as JSON (each file's sha-256 included)")

@@ -26,7 +26,14 @@ from typing import Any, TextIO
 from ..credentials import Credentials, SameSubjectIssuerWarning
 from ..credentials.loaders import ENV_CERT, ENV_KEY, ENV_KEY_PASSWORD, ENV_TRUST_ANCHORS, read_file
 from ..credentials.secret_scope import DbutilsSecretReader, SecretReader, WorkspaceSecretReader, notebook_dbutils
-from ..errors import ConfigurationError, EncryptedKeyError, MaterialNotFoundError, MeshError, SecretScopeError
+from ..errors import (
+    ConfigurationError,
+    CredentialsError,
+    EncryptedKeyError,
+    MaterialNotFoundError,
+    MeshError,
+    SecretScopeError,
+)
 from ..redaction import redact_text, redact_url
 from ..tokens import (
     ClientCredentials,
@@ -53,6 +60,8 @@ __all__ = [
     "add_debug_option",
     "ScopeSpec",
     "secret_scope_spec",
+    "positive_seconds",
+    "positive_int",
     "workspace_client",
     "databricks_config",
     "secret_reader",
@@ -142,6 +151,28 @@ class Found:
 
     def __repr__(self) -> str:  # never show the bytes (they may be a key)
         return f"Found(where={self.where!r})"
+
+
+def positive_seconds(text: str) -> float:
+    """argparse type for durations: a positive, finite number of seconds (else a usage error, exit 2)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds (e.g. 10 or 2.5)") from None
+    if not (0 < value < float("inf")):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive, finite number of seconds (e.g. 10)")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type for counts: a whole number of at least 1 (else a usage error, exit 2)."""
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
 
 
 def add_material_options(parser: argparse.ArgumentParser) -> None:
@@ -392,6 +423,17 @@ def group_or_world_readable(path: Path) -> int | None:
     return mode if mode & 0o077 else None
 
 
+def _refuse_swapped(cert: Found, key: Found) -> None:
+    """A key where the certificate belongs and a certificate where the key belongs: say so plainly."""
+    cert_data, key_data = cert.data, key.data
+    if b"PRIVATE KEY-----" in cert_data and b"-----BEGIN CERTIFICATE-----" in key_data:
+        raise CredentialsError(
+            f"The certificate ({cert.where}) is a private key and the key ({key.where}) is a certificate: "
+            "--cert and --key look swapped.",
+            hint="Swap them: --cert takes the certificate chain (tls.crt), --key the private key (tls.key).",
+        )
+
+
 def load_credentials(args: argparse.Namespace, environ: Mapping[str, str] | None = None,
                      *, stderr: TextIO | None = None, timeout: float | None = None) -> Credentials:
     """A validated :class:`Credentials` snapshot from the options or the environment.
@@ -415,6 +457,7 @@ def load_credentials(args: argparse.Namespace, environ: Mapping[str, str] | None
                 cert = resolve(CERT, args, env)
                 key = resolve(KEY, args, env)
                 anchors = resolve(TRUST_ANCHORS, args, env)
+                _refuse_swapped(cert, key)
                 source = f"certificate {cert.where}, key {key.where}, trust anchors {anchors.where}"
                 creds = Credentials.from_pem(cert.data, key.data, anchors.data, password=key_password(env),
                                              source=source)

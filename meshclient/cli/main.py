@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from .._version import __version__
 from ..errors import MeshError
+from ..redaction import redact_text
 from . import doctor, plugins, request, score, transfer
 from .common import (
     EXIT_ERROR,
@@ -99,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # a bug: say so plainly, traceback only on request
         if debug:
             traceback.print_exc()
-        print(f"meshclient: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"meshclient: internal error: {type(exc).__name__}: {redact_text(str(exc))}", file=sys.stderr)
         print("  fix: this is a meshclient bug; rerun with --debug and report the traceback.", file=sys.stderr)
         return EXIT_ERROR
 

@@ -33,12 +33,13 @@ def register_plugins(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
             register = ep.load()
             register(sub)
         except Exception as exc:  # a broken plugin must not take the whole CLI down
+            sub.choices.pop(ep.name, None)
             log.warning("meshclient: the %r command from %s could not be loaded: %s", ep.name, ep.value,
                         type(exc).__name__)
             continue
         _registered.add(ep.name)
     for name, (text, dist) in KNOWN.items():
-        if name not in _registered:
+        if name not in _registered and name not in sub.choices:  # (a broken plugin may have added it)
             sub.add_parser(name, help=f"{text} (not installed: pip install {dist})", add_help=False)
 
 

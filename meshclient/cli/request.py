@@ -37,6 +37,7 @@ from .common import (
     load_credentials,
     oidc_settings,
     outbound_settings,
+    positive_seconds,
     simple_token_provider,
     token_source,
 )
@@ -89,7 +90,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="request body: @FILE streams a file, @- streams stdin, anything else is sent as text")
     p.add_argument("--server-name", metavar="NAME",
                    help="TLS server name (SNI) to send instead of the identity; needed for spiffe:// identities")
-    p.add_argument("--timeout", metavar="SECONDS", type=float,
+    p.add_argument("--timeout", metavar="SECONDS", type=positive_seconds,
                    help=f"seconds to wait for the connection and then between response bytes "
                    f"(default {DEFAULT_TIMEOUT[0]:g} to connect, {DEFAULT_TIMEOUT[1]:g} between reads)")
     p.add_argument("-L", "--location", action="store_true",

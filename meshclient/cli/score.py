@@ -30,6 +30,8 @@ from .common import (
     add_material_options,
     add_token_options,
     load_credentials,
+    positive_int,
+    positive_seconds,
 )
 from .request import token_provider
 
@@ -72,13 +74,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--output-col", metavar="NAME", default="prediction", help="the prediction column (default: prediction)")
     p.add_argument("--param", metavar="KEY=JSON", action="append", default=[],
                    help="an MLflow params / v2 parameters entry; the value is JSON if it parses, else text")
-    p.add_argument("--batch-size", metavar="N", type=int, default=DEFAULT_BATCH_SIZE, help="rows per request")
-    p.add_argument("--max-in-flight", metavar="N", type=int, default=4, help="requests at once (default 4)")
+    p.add_argument("--batch-size", metavar="N", type=positive_int, default=DEFAULT_BATCH_SIZE, help="rows per request")
+    p.add_argument("--max-in-flight", metavar="N", type=positive_int, default=4, help="requests at once (default 4)")
     p.add_argument("--json-tensors", action="store_true", help="v2: JSON tensors instead of the binary extension")
     p.add_argument("--body-format", choices=["json", "parquet"], default="json",
                    help="mlflow: dataframe_split JSON (default; takes --param) or Parquet (faster for wide numeric tables)")
     p.add_argument("--no-retry-posts", action="store_true", help="send each batch once (a model with side effects)")
-    p.add_argument("--timeout", metavar="SECONDS", type=float, help="seconds per attempt (connect and between reads)")
+    p.add_argument("--timeout", metavar="SECONDS", type=positive_seconds, help="seconds per attempt (connect and between reads)")
     p.add_argument("--no-progress", action="store_true", help="no progress line, even on a terminal")
     add_token_options(p)
     add_material_options(p)

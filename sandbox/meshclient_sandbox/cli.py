@@ -9,7 +9,7 @@ import argparse
 import os
 from pathlib import Path
 
-from meshclient.cli.common import EXIT_OK, HelpFormatter, UsageError, add_debug_option
+from meshclient.cli.common import EXIT_OK, HelpFormatter, UsageError, add_debug_option, positive_seconds
 
 _HELP = "run the local Linkerd-like mesh in the foreground (writes DIR/sandbox.json)"
 _DESCRIPTION = """\
@@ -54,19 +54,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                            "and env.sh and its services accept connections; exit 1 on timeout.",
                            formatter_class=HelpFormatter)
     w.add_argument("dir", metavar="DIR", help="the --workdir of the sandbox to wait for")
-    w.add_argument("--timeout", type=_positive_seconds, default=60.0, metavar="S",
+    w.add_argument("--timeout", type=positive_seconds, default=60.0, metavar="S",
                    help="give up after S seconds (default: 60)")
     w.set_defaults(func=run_wait)
-
-
-def _positive_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not (value > 0 and value != float("inf")):
-        raise argparse.ArgumentTypeError(f"{text!r} must be a positive, finite number of seconds")
-    return value
 
 
 def run_wait(args: argparse.Namespace) -> int:

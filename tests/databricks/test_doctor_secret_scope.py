@@ -153,6 +153,8 @@ def test_missing_scope_is_a_failing_line(mesh_sandbox: Sandbox, sdk_env: pytest.
     assert code == 1
     failed = line(out, "[FAIL]", "secret", "'no-such-scope'", "does not exist")
     assert "list-scopes" in fix_under(out, failed)
+    assert out.count("does not exist") == 1  # one cause, one line (not one per key: tls.crt, tls.key, ca.crt)
+    assert "1 failed" in out
     scan(mesh_sandbox, out)
 
 

@@ -21,6 +21,7 @@ from ..common import (
     add_debug_option,
     add_material_options,
     add_token_options,
+    positive_seconds,
     secret_scope_spec,
     token_source,
 )
@@ -64,7 +65,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    "<sa>.<ns>.serviceaccount.identity.linkerd.cluster.local or a spiffe:// ID")
     p.add_argument("--server-name", metavar="NAME",
                    help="TLS server name (SNI) to send instead of the identity; needed for spiffe:// identities")
-    p.add_argument("--timeout", metavar="SECONDS", type=float, default=10.0,
+    p.add_argument("--timeout", metavar="SECONDS", type=positive_seconds, default=10.0,
                    help="give up connecting, handshaking or waiting for the answer after this long (default 10)")
     add_material_options(p)
     add_token_options(p)

@@ -25,8 +25,13 @@ class Report:
     def __init__(self, out: TextIO) -> None:
         self.out = out
         self.counts: Counter[str] = Counter()
+        self._shown: set[tuple[str, str, str, str | None]] = set()
 
     def line(self, status: str, name: str, text: str, hint: str | None = None) -> None:
+        """One check line; the same finding twice (one cause behind several checks) is shown once."""
+        if (status, name, text, hint) in self._shown:
+            return
+        self._shown.add((status, name, text, hint))
         self.counts[status] += 1
         print(f"{_MARKS[status]:<6} {name:<{_NAME_WIDTH}} {text}", file=self.out)
         if hint:
