@@ -163,10 +163,13 @@ def translate(exc: BaseException, route: Route, method: str, url: str | None,
             TransportError(f"{where}: the response from {route.address} was cut off: {_reason(links)}."),
             before_send=False, transient=True,
         )
+    hint = "The server or a network hop closed the connection; idempotent requests are retried."
+    if route.is_direct:  # the classic mix-up: the proxy accepted the transport header, then found no app
+        hint = (f"In direct mode the URL names the application's own port on the pod (the transport header asks "
+                f"the proxy for port {route.direct_target_port}) and direct= / --direct names the proxy's inbound "
+                "port (4143 in a cluster). A URL with the service's proxied port instead of the app's port is closed "
+                "like this: use the app port (sandbox.json: app_port), or drop direct mode.")
     return Failure(
-        TransportError(
-            f"{where}: the connection to {route.address} broke: {_reason(links)}.",
-            hint="The server or a network hop closed the connection; idempotent requests are retried.",
-        ),
+        TransportError(f"{where}: the connection to {route.address} broke: {_reason(links)}.", hint=hint),
         before_send=False, transient=True,
     )
