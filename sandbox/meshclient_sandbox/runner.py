@@ -111,9 +111,10 @@ def _load_or_create_pki(pki_dir: Path) -> SandboxPKI:
 
 def _write_identity(leaf: IssuedLeaf, directory: Path) -> dict[str, str]:
     directory.mkdir(parents=True, exist_ok=True)
-    cert, key = directory / "tls.crt", directory / "tls.key"
+    cert, key, anchors = directory / "tls.crt", directory / "tls.key", directory / "ca.crt"
     cert.write_bytes(leaf.chain_pem)
     _write_private(key, leaf.key_pem)
+    anchors.write_bytes(leaf.trust_anchors_pem)  # kubernetes.io/tls shape: Credentials.from_directory reads it
     return {"cert": str(cert), "key": str(key), "identity": leaf.identity.value}
 
 
