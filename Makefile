@@ -9,7 +9,7 @@ BIN      := $(VENV)/bin
 STAMP    := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
-.PHONY: help venv mlflow mlflow-2.11 model-servers test unit lint typecheck demo bench compat compat-15.4 compat-17.3 compat-3.13 wheel clean
+.PHONY: help venv mlflow mlflow-2.11 model-servers spark-3.5 test unit lint typecheck demo bench compat compat-15.4 compat-17.3 compat-3.13 wheel clean
 
 help:
 	@echo "make demo   - run the end-to-end story on a local sandbox mesh"
@@ -101,6 +101,19 @@ bench: venv $(PYSPARK) $(MLFLOW_SERVER) $(MLFLOW)
 	$(BIN)/python bench/artifacts_mlflow.py
 
 compat: compat-15.4 compat-17.3 compat-3.13
+
+# Spark 3.5 under Databricks Runtime 15.4's pins (pyspark 3.5.0, pandas 1.5.3, pyarrow 14, urllib3 1.26):
+# sharing and scoring from executors, against the same real model servers.
+SPARK35 := .venv-spark3.5/.installed
+$(SPARK35): pyproject.toml
+	test -x .venv-spark3.5/bin/python || $$(scripts/find-python 3.11) -m venv .venv-spark3.5
+	.venv-spark3.5/bin/python -m pip install -q -c compat/dbr-15.4-lts.txt -e '.[databricks]' -e ./sandbox pyspark pandas numpy \
+		pyarrow pytest pytest-timeout hypothesis
+	touch $@
+
+spark-3.5: $(SPARK35) $(MLFLOW_SERVER) $(KSERVE_SERVER)
+	.venv-spark3.5/bin/python -m pytest -q -p no:cacheprovider tests/spark/test_spark_share.py \
+		tests/spark/test_spark_score.py tests/scoring/test_score_servers.py
 
 # A fresh venv per runtime, meshclient installed under the runtime's pins, core suite only.
 compat-15.4:
