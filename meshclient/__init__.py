@@ -41,6 +41,7 @@ from .errors import (
     MissingIntermediateError,
     NoEndpointAvailableError,
     PolicyDeniedError,
+    ResultsError,
     ScoringError,
     SecretScopeError,
     ServerIdentityError,
@@ -119,12 +120,13 @@ __all__ = [
     "EgressDeniedError",
     "DeadlineExceededError",
     "ScoringError",
+    "ResultsError",
 ]
 
 
 def __getattr__(name: str) -> object:
-    """``meshclient.spark`` and ``meshclient.scoring`` load on first use (no pyspark, pandas or numpy until needed)."""
-    if name in ("spark", "scoring"):
+    """``meshclient.spark``, ``scoring`` and ``results`` load on first use (no pyspark, pandas or numpy until needed)."""
+    if name in ("spark", "scoring", "results"):
         import importlib
 
         return importlib.import_module(f".{name}", __name__)

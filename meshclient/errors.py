@@ -40,6 +40,7 @@ __all__ = [
     "DeadlineExceededError",
     "SecretScopeError",
     "ScoringError",
+    "ResultsError",
 ]
 
 
@@ -214,4 +215,17 @@ class ScoringError(MeshError):
                  status: int | None = None) -> None:
         self.rows = rows
         self.status = status
+        super().__init__(message, hint=hint)
+
+
+class ResultsError(MeshError):
+    """Pushing or reading results failed: bad data, a refused batch or commit, or a digest mismatch.
+
+    ``status`` is the receiver's HTTP status when it answered; ``batch_id`` the batch concerned.
+    """
+
+    def __init__(self, message: str, *, hint: str | None = None, status: int | None = None,
+                 batch_id: str | None = None) -> None:
+        self.status = status
+        self.batch_id = batch_id
         super().__init__(message, hint=hint)

@@ -189,6 +189,7 @@ class ResultsSink(App):
                     self._check_key_locked(ds, batch_id, key_hash)
                     result = {"dataset": name, "batch_id": batch_id, "size": hasher.size, "sha256": sha256,
                               "status": "staged", "staged_at": _now(), "client_id": request.client_id,
+                              "content_type": request.headers.get("Content-Type"),
                               "subject": request.subject}
                     batches = ds.directory / "batches"
                     if not batches.is_dir():

@@ -1,0 +1,151 @@
+"""``push`` and ``read``: the client side of the results protocol (``docs/results-protocol.md``).
+
+A batch is staged with ``PUT {url}/v1/datasets/{dataset}/batches/{batch_id}`` under an
+``Idempotency-Key`` that names the dataset, the batch and its content's sha-256, so a retried
+or repeated push of the same bytes is recognised and stored once; then published with an
+idempotent ``POST .../commit``. Every request goes through the client's one request path.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from ..client import MeshClient
+from ..errors import ConfigurationError, ResultsError
+from ..identity import Identity
+from ..redaction import redact_text, redact_url
+from .encoding import decode, encode, to_table
+
+__all__ = ["Receipt", "push", "read", "batch_id_for", "stage", "commit"]
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """What a push left on the receiver: the dataset version its commit made visible."""
+
+    dataset: str
+    batch_id: str
+    rows: int
+    bytes: int
+    sha256: str
+    version: int
+    replayed: bool  # the receiver already had this batch: nothing was stored twice
+
+
+def _check_name(value: object, what: str) -> str:
+    if not isinstance(value, str) or not _NAME.match(value):
+        raise ConfigurationError(f"The {what} {value!r} is not valid: use letters, digits, '.', '_' and '-' "
+                                 "(at most 128, starting with a letter or digit).")
+    return value
+
+
+def batch_id_for(dataset: str, job: str, partition: int, epoch: int = 0) -> str:
+    """A deterministic batch id: the same (dataset, job or query id, partition, epoch) always names the
+    same batch, so a retried task or a restarted query is recognised by the receiver."""
+    digest = hashlib.sha256(f"{dataset}\0{job}\0{partition}\0{epoch}".encode()).hexdigest()[:24]
+    return f"p{partition}-e{epoch}-{digest}"
+
+
+def _base(url: str) -> str:
+    if not isinstance(url, str) or not url.startswith("https://"):
+        raise ConfigurationError(f"The results URL must be an https:// URL, got {redact_url(str(url))!r}.",
+                                 hint="Mesh services speak mutual TLS: write https://HOST:PORT.")
+    return url.rstrip("/")
+
+
+def _fail(what: str, resp: Any, batch_id: str | None = None) -> ResultsError:
+    try:
+        doc = resp.json()
+        detail = str(doc.get("message") or doc.get("error") or "")
+    except ValueError:
+        detail = resp.text[:200]
+    return ResultsError(f"{what}: the receiver answered {resp.status_code} {redact_text(detail)}".rstrip() + ".",
+                        status=resp.status_code, batch_id=batch_id,
+                        hint="4xx: the request was refused as given (see the message); 5xx: retry later.")
+
+
+def stage(client: MeshClient, data: Any, *, url: str, server_identity: str | Identity, dataset: str,
+          batch_id: str | None = None, format: str = "arrow") -> tuple[str, dict[str, Any], int]:
+    """Stage one batch (not yet visible); returns (batch id, the receiver's result, rows)."""
+    base, name = _base(url), _check_name(dataset, "dataset name")
+    batch = encode(to_table(data), format)
+    try:
+        bid = _check_name(batch_id, "batch id") if batch_id is not None else f"c-{batch.sha256.hex()[:32]}"
+        headers = {
+            "Idempotency-Key": f"{name}:{bid}:{batch.sha256.hex()}",
+            "Content-Digest": f"sha-256=:{base64.b64encode(batch.sha256).decode()}:",
+            "Content-Type": batch.content_type,
+            "Content-Length": str(batch.size),
+        }
+        resp = client.put(f"{base}/v1/datasets/{name}/batches/{bid}", data=batch.body, headers=headers,
+                          server_identity=server_identity)
+        if resp.status_code not in (200, 201):
+            raise _fail(f"Staging batch {bid!r} of dataset {name!r}", resp, bid)
+        result = dict(resp.json())
+        if result.get("sha256") != batch.sha256.hex():
+            raise ResultsError(f"The receiver stored batch {bid!r} with another sha-256 than was sent.", batch_id=bid,
+                               hint="Do not commit it; push the batch again, and check the receiver.")
+        result["replayed"] = resp.headers.get("Idempotent-Replayed") == "true"
+        return bid, result, batch.rows
+    finally:
+        batch.close()
+
+
+def commit(client: MeshClient, batch_ids: list[str], *, url: str, server_identity: str | Identity,
+           dataset: str) -> dict[str, Any]:
+    """Publish staged batches in one atomic, idempotent commit; returns the new manifest."""
+    base, name = _base(url), _check_name(dataset, "dataset name")
+    ids = sorted(set(batch_ids))
+    key = hashlib.sha256("\0".join([name, *ids]).encode()).hexdigest()
+    resp = client.post(f"{base}/v1/datasets/{name}/commit", data=json.dumps({"batches": ids}).encode(),
+                       headers={"Content-Type": "application/json", "Idempotency-Key": f"commit:{key}"},
+                       server_identity=server_identity)
+    if resp.status_code != 200:
+        raise _fail(f"Committing {len(ids)} batch(es) to dataset {name!r}", resp)
+    return dict(resp.json())
+
+
+def push(client: MeshClient, data: Any, *, url: str, server_identity: str | Identity, dataset: str,
+         batch_id: str | None = None, format: str = "arrow") -> Receipt:
+    """Push results exactly once: stage the batch, then commit it.
+
+    ``data``: a pandas DataFrame, a pyarrow Table or RecordBatch, or a Parquet/CSV/JSON-lines path.
+    Without ``batch_id`` the batch is named by its content, so pushing the same data twice stores
+    it once. ``format``: ``arrow`` (IPC stream, the default), ``parquet`` or ``jsonl``.
+    """
+    bid, result, rows = stage(client, data, url=url, server_identity=server_identity, dataset=dataset,
+                              batch_id=batch_id, format=format)
+    manifest = commit(client, [bid], url=url, server_identity=server_identity, dataset=dataset)
+    return Receipt(dataset=dataset, batch_id=bid, rows=rows, bytes=int(result["size"]), sha256=str(result["sha256"]),
+                   version=int(manifest["version"]), replayed=bool(result["replayed"]))
+
+
+def read(client: MeshClient, *, url: str, server_identity: str | Identity, dataset: str) -> Any:
+    """The committed dataset as one Arrow table (``.to_pandas()`` for pandas), every batch digest-checked."""
+    import pyarrow as pa
+
+    base, name = _base(url), _check_name(dataset, "dataset name")
+    resp = client.get(f"{base}/v1/datasets/{name}", server_identity=server_identity)
+    if resp.status_code != 200:
+        raise _fail(f"Reading the manifest of dataset {name!r}", resp)
+    tables = []
+    for entry in resp.json()["batches"]:
+        bid = entry["batch_id"]
+        meta = client.get(f"{base}/v1/datasets/{name}/batches/{bid}", server_identity=server_identity)
+        body = client.get(f"{base}/v1/datasets/{name}/batches/{bid}/data", server_identity=server_identity)
+        if meta.status_code != 200 or body.status_code != 200:
+            raise _fail(f"Reading batch {bid!r} of dataset {name!r}", body if meta.status_code == 200 else meta, bid)
+        if hashlib.sha256(body.content).hexdigest() != entry["sha256"]:
+            raise ResultsError(f"Batch {bid!r} of dataset {name!r} does not match its sha-256 in the manifest.",
+                               batch_id=bid, hint="The receiver's copy is damaged: nothing of it was used.")
+        tables.append(decode(body.content, meta.json().get("content_type")))
+    if not tables:
+        return pa.table({})
+    return pa.concat_tables(tables, promote_options="default")
