@@ -87,7 +87,7 @@ model-servers: $(MLFLOW_SERVER) $(KSERVE_SERVER)
 unit: venv $(OAUTH2_SERVER) $(PYSPARK) $(MLFLOW) $(MLFLOW_SERVER) $(KSERVE_SERVER)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-test: lint typecheck unit compat-15.4 mlflow-2.11
+test: lint typecheck unit compat-15.4 mlflow-2.11 spark-3.5
 
 demo: venv
 	$(BIN)/meshclient demo
