@@ -54,9 +54,9 @@ def _env() -> dict[str, str]:
 def _start(sandbox: Sandbox, ctl: Path, *args: str) -> subprocess.Popen[bytes]:
     if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
         pytest.skip("Spark needs Java (no JAVA_HOME and no java on PATH)")
-    log = open(ctl / f"child-{'-'.join(args)}.log", "wb")  # noqa: SIM115 - the child writes it
-    return subprocess.Popen([sys.executable, str(CHILD), str(sandbox.workdir / "sandbox.json"), str(ctl), *args],
-                            stdout=log, stderr=subprocess.STDOUT, env=_env(), start_new_session=True)
+    with open(ctl / f"child-{'-'.join(args)}.log", "wb") as log:  # the child keeps its own descriptor
+        return subprocess.Popen([sys.executable, str(CHILD), str(sandbox.workdir / "sandbox.json"), str(ctl), *args],
+                                stdout=log, stderr=subprocess.STDOUT, env=_env(), start_new_session=True)
 
 
 def _finish(proc: subprocess.Popen[bytes], ctl: Path, timeout: float = 900) -> None:
