@@ -12,6 +12,7 @@ import base64
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +41,8 @@ class Receipt:
     sha256: str
     version: int
     replayed: bool  # the receiver already had this batch: nothing was stored twice
+    #: every batch of the push, in order (one unless ``batch_rows`` split the data)
+    batch_ids: tuple[str, ...] = ()
 
 
 def _check_name(value: object, what: str) -> str:
@@ -165,18 +168,38 @@ def discard(client: MeshClient, batch_id: str, *, url: str, server_identity: str
 
 
 def push(client: MeshClient, data: Any, *, url: str, server_identity: str | Identity, dataset: str,
-         batch_id: str | None = None, format: str = "arrow") -> Receipt:
+         batch_id: str | None = None, format: str = "arrow", batch_rows: int | None = None,
+         progress: Callable[[int, int], None] | None = None) -> Receipt:
     """Push results exactly once: stage the batch, then commit it.
 
     ``data``: a pandas DataFrame, a pyarrow Table or RecordBatch, or a Parquet/CSV/JSON-lines path.
     Without ``batch_id`` the batch is named by its content, so pushing the same data twice stores
     it once. ``format``: ``arrow`` (IPC stream, the default), ``parquet`` or ``jsonl``.
+    ``batch_rows`` splits a large table into batches of that many rows (each named by its content,
+    or ``{batch_id}-{n}``), committed together; ``progress(rows_staged, rows_total)`` is called
+    after each batch. ``sha256`` and ``bytes`` of the receipt are the first batch's and the total.
     """
-    bid, result, rows = stage(client, data, url=url, server_identity=server_identity, dataset=dataset,
-                              batch_id=batch_id, format=format)
-    manifest = commit(client, [bid], url=url, server_identity=server_identity, dataset=dataset)
-    return Receipt(dataset=dataset, batch_id=bid, rows=rows, bytes=int(result["size"]), sha256=str(result["sha256"]),
-                   version=int(manifest["version"]), replayed=bool(result["replayed"]))
+    if batch_rows is not None and (not isinstance(batch_rows, int) or batch_rows < 1):
+        raise ConfigurationError(f"batch_rows must be a positive integer, got {batch_rows!r}.")
+    table = to_table(data)
+    step = batch_rows or max(table.num_rows, 1)
+    chunks = [table.slice(o, step) for o in range(0, table.num_rows, step)] or [table]
+    ids: list[str] = []
+    staged: list[dict[str, Any]] = []
+    done = 0
+    for n, chunk in enumerate(chunks):
+        name = batch_id if batch_id is None or len(chunks) == 1 else f"{batch_id}-{n}"
+        bid, result, rows = stage(client, chunk, url=url, server_identity=server_identity, dataset=dataset,
+                                  batch_id=name, format=format)
+        ids.append(bid)
+        staged.append(result)
+        done += rows
+        if progress is not None:
+            progress(done, table.num_rows)
+    manifest = commit(client, ids, url=url, server_identity=server_identity, dataset=dataset)
+    return Receipt(dataset=dataset, batch_id=ids[0], rows=table.num_rows, bytes=sum(int(r["size"]) for r in staged),
+                   sha256=str(staged[0]["sha256"]), version=int(manifest["version"]),
+                   replayed=all(bool(r["replayed"]) for r in staged), batch_ids=tuple(ids))
 
 
 def read(client: MeshClient, *, url: str, server_identity: str | Identity, dataset: str) -> Any:
