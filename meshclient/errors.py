@@ -221,11 +221,13 @@ class ScoringError(MeshError):
 class ResultsError(MeshError):
     """Pushing or reading results failed: bad data, a refused batch or commit, or a digest mismatch.
 
-    ``status`` is the receiver's HTTP status when it answered; ``batch_id`` the batch concerned.
+    ``status`` is the receiver's HTTP status when it answered, ``code`` its error code (e.g.
+    ``job_committed``); ``batch_id`` the batch concerned.
     """
 
     def __init__(self, message: str, *, hint: str | None = None, status: int | None = None,
-                 batch_id: str | None = None) -> None:
+                 batch_id: str | None = None, code: str | None = None) -> None:
         self.status = status
         self.batch_id = batch_id
+        self.code = code
         super().__init__(message, hint=hint)

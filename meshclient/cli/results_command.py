@@ -7,11 +7,13 @@ import argparse
 import dataclasses
 import json
 import os
+import sys
 from collections.abc import Mapping
 
 from ..client import DEFAULT_TIMEOUT, MeshClient
 from ..errors import ConfigurationError
 from ..identity import Identity
+from ..results.partition import DEFAULT_BATCH_ROWS
 from .common import (
     EXIT_OK,
     MATERIAL_HELP,
@@ -21,6 +23,7 @@ from .common import (
     add_material_options,
     add_token_options,
     load_credentials,
+    positive_int,
     positive_seconds,
 )
 from .request import token_provider
@@ -29,8 +32,9 @@ __all__ = ["add_push", "run_push"]
 
 _DESCRIPTION = """\
 Push the rows of FILE (.parquet, .csv or .jsonl) to the results receiver at --to, which must
-prove --server-identity: one batch, staged under an idempotency key derived from its content,
-then committed. Pushing the same file again stores nothing twice."""
+prove --server-identity: batches of --batch-rows rows, each staged under an idempotency key
+derived from its content, then committed together (atomically). Pushing the same file again
+stores nothing twice. On a terminal, progress goes to stderr."""
 
 _EPILOG = f"""\
 examples:
@@ -51,6 +55,9 @@ def add_push(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--server-identity", metavar="ID", required=True, help="the mesh identity that must serve it")
     p.add_argument("--dataset", metavar="NAME", required=True, help="the dataset the rows go to")
     p.add_argument("--batch-id", metavar="ID", help="name the batch (default: derived from the content)")
+    p.add_argument("--batch-rows", metavar="N", type=positive_int, default=DEFAULT_BATCH_ROWS,
+                   help=f"rows per batch (default {DEFAULT_BATCH_ROWS:,})")
+    p.add_argument("--no-progress", action="store_true", help="no progress on stderr")
     p.add_argument("--format", choices=("arrow", "parquet", "jsonl"), default="arrow",
                    help="wire format (default arrow: the Arrow IPC stream)")
     p.add_argument("--timeout", metavar="SECONDS", type=positive_seconds,
@@ -60,6 +67,10 @@ def add_push(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_material_options(p)
     add_debug_option(p, default=argparse.SUPPRESS)
     p.set_defaults(func=run_push)
+
+
+def _show_progress(done: int, total: int) -> None:
+    print(f"\rstaged {done:,}/{total:,} rows ({100 * done // max(total, 1)} %)", end="", file=sys.stderr, flush=True)
 
 
 def run_push(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> int:
@@ -75,13 +86,20 @@ def run_push(args: argparse.Namespace, environ: Mapping[str, str] | None = None)
         raise UsageError("--to must be an https:// URL (mesh services speak mutual TLS).")
     timeout = DEFAULT_TIMEOUT if args.timeout is None else (args.timeout, args.timeout)
     creds = load_credentials(args, environ, timeout=args.timeout)
+    isatty = getattr(sys.stderr, "isatty", None)
+    show = not args.no_progress and callable(isatty) and isatty()
     with MeshClient(creds, timeout=timeout, token=token_provider(args, environ, args.timeout)) as client:
         receipt = push(client, args.file, url=args.to, server_identity=identity, dataset=args.dataset,
-                       batch_id=args.batch_id, format=args.format)
+                       batch_id=args.batch_id, format=args.format, batch_rows=args.batch_rows,
+                       progress=_show_progress if show else None)
+    if show:
+        print(file=sys.stderr)
     if args.json:
         print(json.dumps(dataclasses.asdict(receipt), indent=1))
     else:
         again = " (already there: stored once)" if receipt.replayed else ""
-        print(f"committed {receipt.rows} row(s), {receipt.bytes} bytes as batch {receipt.batch_id} of dataset "
+        what = (f"batch {receipt.batch_id}" if len(receipt.batch_ids) <= 1
+                else f"{len(receipt.batch_ids)} batches ({receipt.batch_ids[0]}, ...)")
+        print(f"committed {receipt.rows} row(s), {receipt.bytes} bytes as {what} of dataset "
               f"{receipt.dataset} (version {receipt.version}){again}")
     return EXIT_OK

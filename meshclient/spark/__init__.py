@@ -8,13 +8,26 @@ from typing import Any
 
 from .share import SharedClient, is_spark_connect, share
 
-__all__ = ["SharedClient", "share", "is_spark_connect", "score", "ScoringJob"]
+__all__ = ["SharedClient", "share", "is_spark_connect", "score", "ScoringJob", "register", "write_results",
+           "WriteReport"]
+
+
+def register(spark: Any, client: Any = None) -> Any:
+    """Register the ``meshclient-results`` data source (Spark >= 4.0) on ``spark``; see
+    :func:`meshclient.spark.results_source.register`."""
+    from .results_source import register as _register
+
+    return _register(spark, client)
 
 
 def __getattr__(name: str) -> Any:
-    # score / ScoringJob load on first use (they pull in the scoring codecs, not pyspark).
+    # score / ScoringJob / write_results load on first use (they pull in codecs, not pyspark).
     if name in ("score", "ScoringJob"):
         from . import scoring
 
         return getattr(scoring, name)
+    if name in ("write_results", "WriteReport"):
+        from . import results
+
+        return getattr(results, name)
     raise AttributeError(f"module 'meshclient.spark' has no attribute {name!r}")

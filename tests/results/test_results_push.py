@@ -123,3 +123,40 @@ def test_the_cli_pushes_a_file_exactly_once(mesh_sandbox: Sandbox, sink: dict[st
     assert "stored once" in capsys.readouterr().out
     assert len(_stored(mesh_sandbox, "cli")) == 1
     assert main([*argv[:3], "--to", "http://x", *argv[5:]]) == 2
+
+
+def test_a_large_table_goes_in_batches_committed_together_and_once(client: MeshClient, sink: dict[str, Any],
+                                                                    mesh_sandbox: Sandbox) -> None:
+    frame, seen = _frame(2500), []
+    kw = dict(url=sink["url"], server_identity=sink["identity"], dataset="split")
+    first = results.push(client, frame, batch_rows=1000, progress=lambda done, total: seen.append((done, total)), **kw)
+    assert len(first.batch_ids) == 3 and first.rows == 2500 and first.version == 1
+    assert seen == [(1000, 2500), (2000, 2500), (2500, 2500)]
+    again = results.push(client, frame, batch_rows=1000, **kw)
+    assert again.replayed and again.batch_ids == first.batch_ids and again.version == 1
+    assert len(_stored(mesh_sandbox, "split")) == 3
+    assert sorted(results.read(client, **kw).column("id").to_pylist()) == list(range(2500))
+
+
+def test_the_cli_shows_progress_on_a_terminal(mesh_sandbox: Sandbox, sink: dict[str, Any], tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import io
+
+    from meshclient.cli.main import main
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    _frame(2500).to_parquet(tmp_path / "big.parquet")
+    c = mesh_sandbox.info["client"]
+    argv = ["push", "results", str(tmp_path / "big.parquet"), "--to", sink["url"], "--server-identity",
+            sink["identity"], "--dataset", "cli-progress", "--batch-rows", "1000", "--cert", c["cert"], "--key",
+            c["key"], "--trust-anchors", mesh_sandbox.info["trust_anchors"]]
+    terminal = Terminal()
+    monkeypatch.setattr("sys.stderr", terminal)
+    assert main(argv) == 0
+    assert "staged 1,000/2,500 rows (40 %)" in terminal.getvalue()
+    assert "staged 2,500/2,500 rows (100 %)" in terminal.getvalue()
+    assert "committed 2500 row(s)" in capsys.readouterr().out and len(_stored(mesh_sandbox, "cli-progress")) == 3
+    assert main([*argv[:9], "0", *argv[10:]]) == 2  # --batch-rows 0: a usage error

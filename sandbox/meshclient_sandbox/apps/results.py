@@ -5,9 +5,15 @@
   result. The same request again (same key, same bytes) gets 200 with the *original* result
   and ``Idempotent-Replayed: true``, and nothing is stored twice. The same key with other
   bytes is 422; the batch id under another key is 409; a missing key is 400.
-* ``POST /v1/datasets/{name}/commit`` with ``{"batches": [ids]}`` adds staged batches to the
-  dataset and bumps its version (committing batches already in it changes nothing); unknown
-  batches are 409 with the list of them.
+  ``Results-Job: <job>`` tags the batch with the job that staged it; staging into a job that is
+  already committed is 409 ``job_committed`` (a restarted query's micro-batch needs no upload).
+* ``POST /v1/datasets/{name}/commit`` with ``{"batches": [ids], "job": "<job>"}`` adds staged
+  batches to the dataset and bumps its version, atomically (one manifest write); unknown batches
+  are 409 with the list of them. With a ``job`` the commit is keyed by it: the same job again
+  is a no-op answered with ``Idempotent-Replayed: true``, and the job's staged batches that the
+  commit did not list (a failed or speculative attempt's) are discarded.
+* ``POST /v1/datasets/{name}/abort`` with ``{"job": "<job>"}`` discards the job's staged
+  batches (409 once the job is committed); ``DELETE .../batches/{id}`` discards one staged batch.
 * ``GET /v1/datasets/{name}`` is the committed manifest; ``GET .../batches/{id}`` a batch's
   result; ``GET .../batches/{id}/data`` its bytes; ``GET /v1/datasets`` the dataset names.
 
@@ -38,7 +44,7 @@ from .digest import Hasher, atomic_write, format_content_digest, fsync_dir, pars
 __all__ = ["ResultsSink"]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_ROUTE = re.compile(r"^/v1/datasets(?:/([^/]+)(?:/(commit|batches/([^/]+)(/data)?))?)?/?$")
+_ROUTE = re.compile(r"^/v1/datasets(?:/([^/]+)(?:/(commit|abort|batches/([^/]+)(/data)?))?)?/?$")
 _MAX_KEY = 255
 _MAX_COMMIT_BODY = 1024 * 1024
 
@@ -106,6 +112,9 @@ class ResultsSink(App):
         elif action == "commit":
             self._only(request, "POST")
             self._commit(request, name)
+        elif action == "abort":
+            self._only(request, "POST")
+            self._abort(request, name)
         else:
             _check_name(batch_id, "batch id")
             if data:
@@ -113,8 +122,10 @@ class ResultsSink(App):
                 self._send_data(request, name, batch_id)
             elif request.method == "PUT":
                 self._stage(request, name, batch_id)
+            elif request.method == "DELETE":
+                self._delete(request, name, batch_id)
             else:
-                self._only(request, "GET", "HEAD")
+                self._only(request, "GET", "HEAD", "PUT", "DELETE")
                 meta = self._dataset(name).batches.get(batch_id)
                 if meta is None:
                     raise AppError(404, "not_found", f"No batch {batch_id!r} in dataset {name!r}.")
@@ -152,6 +163,8 @@ class ResultsSink(App):
         manifest = ds.directory / "manifest.json"
         if manifest.is_file():
             ds.manifest = json.loads(manifest.read_text("utf-8"))
+            for job in ds.manifest.get("jobs", {}):  # finish a cleanup a crash interrupted
+                self._discard_job_locked(ds, job)
         return ds
 
     def _is_committed(self, name: str, batch_id: str) -> bool:
@@ -166,8 +179,11 @@ class ResultsSink(App):
         if len(key) > _MAX_KEY:
             raise AppError(400, "invalid_request", f"Idempotency-Key is over {_MAX_KEY} characters.")
         key_hash = _key_hash(key)
+        job = request.headers.get("Results-Job")
+        if job is not None:
+            _check_name(job, "job id (Results-Job)")
         ds = self._dataset(name)
-        self._check_key(ds, batch_id, key_hash)  # cheap conflicts first, before reading the body
+        self._check_key(ds, batch_id, key_hash, job)  # cheap conflicts first, before reading the body
 
         hasher = Hasher(parse_content_digest(request.headers.get("Content-Digest")))
         fd, tmp = tempfile.mkstemp(dir=self._incoming, prefix=f"{name}.{batch_id}.")
@@ -186,11 +202,11 @@ class ResultsSink(App):
             with self._lock:
                 existing = ds.batches.get(batch_id)
                 if existing is None:
-                    self._check_key_locked(ds, batch_id, key_hash)
+                    self._check_key_locked(ds, batch_id, key_hash, job)
                     result = {"dataset": name, "batch_id": batch_id, "size": hasher.size, "sha256": sha256,
                               "status": "staged", "staged_at": _now(), "client_id": request.client_id,
                               "content_type": request.headers.get("Content-Type"),
-                              "subject": request.subject}
+                              "subject": request.subject, "job": job}
                     batches = ds.directory / "batches"
                     if not batches.is_dir():
                         batches.mkdir(parents=True, exist_ok=True)
@@ -204,7 +220,7 @@ class ResultsSink(App):
                     ds.keys[key_hash] = batch_id
                     status, headers = 201, {}
                 else:
-                    self._check_key_locked(ds, batch_id, key_hash)
+                    self._check_key_locked(ds, batch_id, key_hash, job)
                     if existing["result"]["sha256"] != sha256:
                         raise AppError(422, "idempotency_key_reused",
                                        "This Idempotency-Key was used for different content; use a new key.")
@@ -215,12 +231,15 @@ class ResultsSink(App):
         digest = bytes.fromhex(str(result["sha256"]))
         request.send_json(status, result, headers={**headers, "Content-Digest": format_content_digest({"sha-256": digest})})
 
-    def _check_key(self, ds: _Dataset, batch_id: str, key_hash: str) -> None:
+    def _check_key(self, ds: _Dataset, batch_id: str, key_hash: str, job: str | None) -> None:
         with self._lock:
-            self._check_key_locked(ds, batch_id, key_hash)
+            self._check_key_locked(ds, batch_id, key_hash, job)
 
     @staticmethod
-    def _check_key_locked(ds: _Dataset, batch_id: str, key_hash: str) -> None:
+    def _check_key_locked(ds: _Dataset, batch_id: str, key_hash: str, job: str | None) -> None:
+        if job is not None and job in (ds.manifest or {}).get("jobs", {}):
+            raise AppError(409, "job_committed", f"Job {job!r} is already committed to this dataset; "
+                           "nothing of it needs staging again.", extra={"job": job})
         existing = ds.batches.get(batch_id)
         if existing is not None and existing["key_sha256"] != key_hash:
             raise AppError(409, "batch_exists", f"Batch {batch_id!r} was staged under another Idempotency-Key.")
@@ -229,39 +248,104 @@ class ResultsSink(App):
             raise AppError(422, "idempotency_key_reused",
                            f"This Idempotency-Key was used for batch {other!r}; use a new key per batch.")
 
-    # -- commit -------------------------------------------------------------------------------
-    def _commit(self, request: Request, name: str) -> None:
+    # -- commit, abort, discard --------------------------------------------------------------
+    def _json_body(self, request: Request) -> dict[str, Any]:
         try:
             doc = json.loads(request.body.read_all(_MAX_COMMIT_BODY) or b"null")
         except ValueError:
-            raise AppError(400, "invalid_request", "The commit body is not JSON.") from None
-        ids = doc.get("batches") if isinstance(doc, dict) else None
-        if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
-            raise AppError(400, "invalid_request", 'The commit body must be {"batches": ["<batch id>", ...]}.')
+            raise AppError(400, "invalid_request", "The body is not JSON.") from None
+        if not isinstance(doc, dict):
+            raise AppError(400, "invalid_request", "The body must be a JSON object.")
+        job = doc.get("job")
+        if job is not None and not isinstance(job, str):
+            raise AppError(400, "invalid_request", '"job" must be a string.')
+        if job is not None:
+            _check_name(job, "job id")
+        return doc
+
+    def _commit(self, request: Request, name: str) -> None:
+        doc = self._json_body(request)
+        ids, job = doc.get("batches"), doc.get("job")
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids) or (not ids and job is None):
+            raise AppError(400, "invalid_request",
+                           'The commit body must be {"batches": ["<batch id>", ...], "job": "<job id>"} '
+                           "(an empty list only with a job).")
         ds = self._dataset(name)
         with self._lock:
+            manifest = ds.manifest or {"dataset": name, "version": 0, "batches": [], "size": 0, "jobs": {}}
+            jobs = dict(manifest.get("jobs", {}))
+            if job is not None and job in jobs:  # keyed by the job: a re-sent commit changes nothing
+                self._discard_job_locked(ds, job)
+                request.send_json(200, {**manifest, "added": [], "job": job, "replayed": True},
+                                  headers={"Idempotent-Replayed": "true"})
+                return
             missing = sorted({i for i in ids if i not in ds.batches})
             if missing:
                 raise AppError(409, "unknown_batches", "Some batches are not staged; stage them first.",
                                extra={"missing": missing[:1000]})
-            manifest = ds.manifest or {"dataset": name, "version": 0, "batches": [], "size": 0}
+            foreign = sorted({i for i in ids if ds.batches[i]["result"].get("job") != job})
+            if foreign:
+                raise AppError(409, "batch_in_other_job", "Some batches were staged by another job (or none); "
+                               "a commit lists only its own job's batches.", extra={"batches": foreign[:1000]})
             present = {b["batch_id"] for b in manifest["batches"]}
-            added: list[str] = []
-            for batch_id in ids:
-                if batch_id not in present:
-                    present.add(batch_id)
-                    added.append(batch_id)
-            if added:
+            added = [i for i in dict.fromkeys(ids) if i not in present]
+            if added or job is not None:
                 entries = [*manifest["batches"]]
                 for batch_id in added:
                     r = ds.batches[batch_id]["result"]
                     entries.append({"batch_id": batch_id, "size": r["size"], "sha256": r["sha256"]})
-                manifest = {"dataset": name, "version": manifest["version"] + 1, "batches": entries,
+                version = manifest["version"] + 1
+                if job is not None:
+                    jobs[job] = {"version": version, "batches": len(added), "committed_at": _now()}
+                manifest = {"dataset": name, "version": version, "batches": entries,
                             "size": sum(e["size"] for e in entries), "committed_at": _now(),
-                            "committed_by": request.client_id}
+                            "committed_by": request.client_id, "jobs": jobs}
+                # one atomic write makes the batches and the job's record visible together
                 atomic_write(ds.directory / "manifest.json", json.dumps(manifest, sort_keys=True).encode())
                 ds.manifest = manifest
-        request.send_json(200, {**manifest, "added": added})
+            if job is not None:
+                self._discard_job_locked(ds, job)  # losing attempts' batches: never visible, now gone
+        request.send_json(200, {**manifest, "added": added, **({"job": job} if job is not None else {})})
+
+    def _abort(self, request: Request, name: str) -> None:
+        job = self._json_body(request).get("job")
+        if job is None:
+            raise AppError(400, "invalid_request", 'The abort body must be {"job": "<job id>"}.')
+        ds = self._dataset(name)
+        with self._lock:
+            if job in (ds.manifest or {}).get("jobs", {}):
+                raise AppError(409, "job_committed", f"Job {job!r} is committed; a commit cannot be undone.",
+                               extra={"job": job})
+            discarded = self._discard_job_locked(ds, job)
+        request.send_json(200, {"dataset": name, "job": job, "state": "aborted", "discarded": discarded})
+
+    def _delete(self, request: Request, name: str, batch_id: str) -> None:
+        ds = self._dataset(name)
+        with self._lock:
+            if batch_id not in ds.batches:
+                raise AppError(404, "not_found", f"No staged batch {batch_id!r} in dataset {name!r}.")
+            if any(b["batch_id"] == batch_id for b in (ds.manifest or {}).get("batches", [])):
+                raise AppError(409, "batch_committed", f"Batch {batch_id!r} is committed; it cannot be discarded.")
+            self._remove_locked(ds, batch_id)
+        request.send_empty(204)
+
+    def _discard_job_locked(self, ds: _Dataset, job: str) -> list[str]:
+        """Remove the job's staged batches that no commit made visible (caller holds the lock)."""
+        committed = {b["batch_id"] for b in (ds.manifest or {}).get("batches", [])}
+        doomed = sorted(i for i, m in ds.batches.items() if m["result"].get("job") == job and i not in committed)
+        for batch_id in doomed:
+            self._remove_locked(ds, batch_id)
+        return doomed
+
+    @staticmethod
+    def _remove_locked(ds: _Dataset, batch_id: str) -> None:
+        meta = ds.batches.pop(batch_id)
+        ds.keys.pop(meta["key_sha256"], None)
+        batches = ds.directory / "batches"
+        for suffix in (".json", ".data"):  # the metadata first: a crash in between leaves no half batch
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(batches / f"{batch_id}{suffix}")
+        fsync_dir(batches)
 
     def _send_data(self, request: Request, name: str, batch_id: str) -> None:
         meta = self._dataset(name).batches.get(batch_id)
