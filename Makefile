@@ -103,7 +103,8 @@ bench: venv $(PYSPARK) $(MLFLOW_SERVER) $(MLFLOW)
 compat: compat-15.4 compat-17.3 compat-3.13
 
 # Spark 3.5 under Databricks Runtime 15.4's pins (pyspark 3.5.0, pandas 1.5.3, pyarrow 14, urllib3 1.26):
-# sharing and scoring from executors, against the same real model servers.
+# sharing, scoring and exactly-once results from executors (write_results through mapInArrow, streaming
+# through foreachBatch: OSS 3.5 has no Python data sources), against the same real model servers.
 SPARK35 := .venv-spark3.5/.installed
 $(SPARK35): pyproject.toml
 	test -x .venv-spark3.5/bin/python || $$(scripts/find-python 3.11) -m venv .venv-spark3.5
@@ -113,7 +114,7 @@ $(SPARK35): pyproject.toml
 
 spark-3.5: $(SPARK35) $(MLFLOW_SERVER) $(KSERVE_SERVER)
 	.venv-spark3.5/bin/python -m pytest -q -p no:cacheprovider tests/spark/test_spark_share.py \
-		tests/spark/test_spark_score.py tests/scoring/test_score_servers.py
+		tests/spark/test_spark_score.py tests/scoring/test_score_servers.py tests/spark/test_spark_results.py tests/results
 
 # A fresh venv per runtime, meshclient installed under the runtime's pins, core suite only.
 compat-15.4:

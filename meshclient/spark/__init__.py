@@ -9,7 +9,7 @@ from typing import Any
 from .share import SharedClient, is_spark_connect, share
 
 __all__ = ["SharedClient", "share", "is_spark_connect", "score", "ScoringJob", "register", "write_results",
-           "WriteReport"]
+           "write_results_stream", "WriteReport"]
 
 
 def register(spark: Any, client: Any = None) -> Any:
@@ -26,7 +26,7 @@ def __getattr__(name: str) -> Any:
         from . import scoring
 
         return getattr(scoring, name)
-    if name in ("write_results", "WriteReport"):
+    if name in ("write_results", "write_results_stream", "WriteReport"):
         from . import results
 
         return getattr(results, name)

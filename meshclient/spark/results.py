@@ -12,6 +12,7 @@ failed: the same guarantees.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import uuid
@@ -25,7 +26,7 @@ from ..errors import ConfigurationError
 from ..results.partition import DEFAULT_BATCH_ROWS, StagedPart, Target, finish_job, stage_part
 from .share import SharedClient, is_spark_connect, share
 
-__all__ = ["write_results", "WriteReport", "EnvClient", "executor_handle", "task_coordinates", "has_data_source"]
+__all__ = ["write_results", "write_results_stream", "stream_job_prefix", "WriteReport", "EnvClient", "executor_handle", "task_coordinates", "has_data_source"]
 
 log = logging.getLogger("meshclient.spark")
 
@@ -193,3 +194,60 @@ def write_results(df: Any, *, url: str, server_identity: str, dataset: str,
     if direct:
         return _via_data_source(df, client, target, job, driver)
     return _via_map_in_arrow(df, executor_handle(client, spark, in_data_source=False), target, job, driver)
+
+
+def stream_job_prefix(checkpoint_location: str, query: str | None = None) -> str:
+    """The job-id prefix of a streaming write's micro-batches (job ``{prefix}.b{batchId}``):
+    ``query`` if given, else derived from the checkpoint location, which a restarted query must
+    reuse anyway, so a restart recognises the micro-batches it already published."""
+    if query:
+        return query
+    return "q-" + hashlib.sha256(checkpoint_location.encode()).hexdigest()[:24]
+
+
+def write_results_stream(df: Any, *, url: str, server_identity: str, dataset: str, checkpoint_location: str,
+                         client: MeshClient | ClientConfig | SharedClient | None = None, query: str | None = None,
+                         format: str = "arrow", batch_rows: int = DEFAULT_BATCH_ROWS, trigger: dict[str, Any] | None = None,
+                         use_data_source: bool | None = None) -> Any:
+    """Start a streaming query that writes each micro-batch of ``df`` to ``dataset`` exactly once;
+    returns the ``StreamingQuery``.
+
+    Each micro-batch is the job ``{query}.b{batchId}``: a query restarted from
+    ``checkpoint_location`` re-runs unfinished micro-batches under the same job, and the receiver
+    publishes a job once. Where Spark has Python data sources (>= 4.0) this is
+    ``writeStream.format("meshclient-results")`` (``query`` defaults to Spark's query id, kept in the
+    checkpoint); elsewhere ``foreachBatch`` with :func:`write_results` per micro-batch (``query``
+    defaults to a name derived from the checkpoint location). ``trigger``: keyword arguments of
+    ``DataStreamWriter.trigger`` (e.g. ``{"availableNow": True}``).
+    """
+    Target(url=url, server_identity=str(server_identity), dataset=dataset, format=format, batch_rows=batch_rows)
+    if not checkpoint_location:
+        raise ConfigurationError("A streaming results write needs a checkpoint location.",
+                                 hint="Pass checkpoint_location=, a path that survives the job (a UC volume).")
+    spark = df.sparkSession
+    direct = has_data_source() if use_data_source is None else use_data_source
+    if direct:
+        from .results_source import FORMAT_NAME, register
+
+        register(spark, client)
+        writer = (df.writeStream.format(FORMAT_NAME).option("url", url).option("server_identity", str(server_identity))
+                  .option("dataset", dataset).option("format", format).option("batch_rows", str(batch_rows)))
+        if query:
+            writer = writer.option("query", query)
+    else:
+        prefix = stream_job_prefix(checkpoint_location, query)
+        # shared once for the query's life (not a broadcast per micro-batch); on Spark Connect the
+        # function is pickled to the server, so the handle is sealed there
+        handle: Any = client
+        if client is not None and not isinstance(client, SharedClient):
+            handle = share(client.config() if isinstance(client, MeshClient) else client, spark)
+
+        def each(batch_df: Any, batch_id: int) -> None:
+            write_results(batch_df, url=url, server_identity=str(server_identity), dataset=dataset, client=handle,
+                          format=format, batch_rows=batch_rows, job=f"{prefix}.b{batch_id}", use_data_source=False)
+
+        writer = df.writeStream.foreachBatch(each)
+    writer = writer.option("checkpointLocation", checkpoint_location)
+    if trigger:
+        writer = writer.trigger(**trigger)
+    return writer.start()

@@ -132,3 +132,36 @@ def test_a_receiver_restarted_mid_job_keeps_staged_batches(client: MeshClient, s
     assert manifest["version"] == 1 and len(manifest["batches"]) == 4
     ids = results.read(client, **kw).column("id").to_pylist()  # type: ignore[arg-type]
     assert sorted(ids) == list(range(40))
+
+
+def test_staged_batches_nobody_commits_expire(client: MeshClient, sink: dict[str, Any],
+                                              mesh_sandbox: Sandbox) -> None:
+    """A driver that died between staging and committing: its batches are discarded after the
+    receiver's staging TTL (an injected clock, no waiting); committed batches never expire, and a
+    late commit naming an expired batch is refused, so nothing half-published appears."""
+    now = [1_000_000.0]
+    old = mesh_sandbox.apps["results"]
+    port, validator = old.port, old.token_validator
+    old.stop()
+    mesh_sandbox.apps["results"] = ResultsSink(mesh_sandbox.workdir / "data" / "results", port=port,
+                                               token_validator=validator, staged_ttl=3600, clock=lambda: now[0]).start()
+    kw = dict(url=sink["url"], server_identity=sink["identity"], dataset="expiry")
+    try:
+        kept = _stage(client, sink, "expiry", "job-kept", 0)
+        results.commit(client, [kept], job="job-kept", **kw)  # type: ignore[arg-type]
+        orphans = [_stage(client, sink, "expiry", "job-dead", p) for p in range(1, 3)]
+        now[0] += 1800
+        late = _stage(client, sink, "expiry", "job-late", 3)
+        assert _staged(mesh_sandbox, "expiry") == {kept, *orphans, late}  # within the TTL: all kept
+        now[0] += 1801  # the orphans are past the TTL, the late batch is not
+        results.read(client, **kw)  # type: ignore[arg-type]  # any request to the dataset sweeps it
+        assert _staged(mesh_sandbox, "expiry") == {kept, late}
+        with pytest.raises(ResultsError) as err:
+            results.commit(client, orphans, job="job-dead", **kw)  # type: ignore[arg-type]
+        assert err.value.status == 409 and err.value.code == "unknown_batches"
+        assert _manifest(mesh_sandbox, "expiry")["version"] == 1
+        assert results.read(client, **kw).column("id").to_pylist() == list(range(10))  # type: ignore[arg-type]
+    finally:
+        mesh_sandbox.apps["results"].stop()
+        mesh_sandbox.apps["results"] = ResultsSink(mesh_sandbox.workdir / "data" / "results", port=port,
+                                                   token_validator=validator).start()

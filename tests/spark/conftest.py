@@ -109,3 +109,25 @@ def spark_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkEnv]:
             yield SparkEnv(spark, driver_log, local_dir, worker_logs)
         finally:
             spark.stop()
+
+
+def _key_forms(info: dict[str, Any]) -> list[bytes]:
+    """Every form the sandbox client's private key could take in a serialized plan."""
+    import base64
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    key_pem = Path(info["client"]["key"]).read_bytes()
+    key = load_pem_private_key(key_pem, None)
+    der = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    scalar = key.private_numbers().private_value.to_bytes(32, "big")  # type: ignore[union-attr]
+    body = b"".join(line for line in key_pem.splitlines() if line and not line.startswith(b"-----"))
+    return [key_pem, body, body[:48], der, scalar, base64.b64encode(der), base64.b64encode(scalar)]
+
+
+@pytest.fixture
+def key_forms() -> Any:
+    """``key_forms(sandbox.info)``: the byte forms of the client key to look for in a Spark plan."""
+    return _key_forms

@@ -6,8 +6,8 @@ argv: sandbox.json, control directory, mode:
 
 * ``batch VIA``: the batch scenarios through ``write_results`` (VIA ``ds``: the data source;
   ``mia``: ``mapInArrow`` + a driver-side commit); one ``<scenario>-<via>.json`` each.
-* ``stream-killed``: a streaming query that blocks in micro-batch 1 until the parent kills it.
-* ``stream-restart``: the same query restarted from its checkpoint until every file is done;
+* ``stream-killed VIA``: a streaming query (VIA ``ds``: the data source; ``feb``: foreachBatch) that blocks in micro-batch 1 until the parent kills it.
+* ``stream-restart VIA``: the same query restarted from its checkpoint until every file is done;
   then its last commit-log entry removed (a crash after the sink's commit, before Spark's log)
   and restarted again.
 
@@ -149,30 +149,43 @@ def batch(info: dict[str, Any], ctl: Path, via: str) -> None:
     spark.stop()
 
 
-def stream(info: dict[str, Any], ctl: Path, mode: str) -> None:
+def stream(info: dict[str, Any], ctl: Path, mode: str, via: str) -> None:
+    """VIA ``ds``: ``writeStream.format("meshclient-results")``; ``feb``: ``write_results_stream``
+    through ``foreachBatch`` (Spark 3.5's way)."""
     import meshclient.spark as mspark
+    from meshclient.spark.results import stream_job_prefix
 
     spark, client, sink = session(ctl), client_from(info), info["services"]["results"]
-    mspark.register(spark, client)
-    source, checkpoint = ctl / "stream-in", ctl / "stream-checkpoint"
+    dataset = f"stream-{via}"
+    source, checkpoint = ctl / "stream-in", ctl / f"stream-checkpoint-{via}"
 
-    def stall(batches: Any) -> Any:  # run 1: partition 0 of micro-batch 1 blocks until the process is killed
+    def stall(batches: Any) -> Any:  # run 1: partition 0 of micro-batch 1 (file 1's rows) blocks until killed
         from pyspark import TaskContext
 
-        ctx = TaskContext.get()
-        if mode == "stream-killed" and ctx.getLocalProperty("streaming.sql.batchId") == "1" and ctx.partitionId() == 0:
-            until_staged(info, "stream")  # partition 1 of the micro-batch has staged its batches
-            (ctl / "stream-stalled").write_text(str(staged_files(info, "stream")))
-            wait_for(ctl / "never")
-        yield from batches
+        for batch in batches:
+            first = batch.column(0)[0].as_py() if batch.num_rows else -1
+            if mode == "stream-killed" and TaskContext.get().partitionId() == 0 and \
+                    STREAM_ROWS <= first < 2 * STREAM_ROWS:
+                until_staged(info, dataset)  # partition 1 of the micro-batch has staged its batches
+                (ctl / f"stream-stalled-{via}").write_text(str(staged_files(info, dataset)))
+                wait_for(ctl / "never")
+            yield batch
 
     def run_query() -> None:
         sdf = spark.readStream.schema("id long, score double").option("maxFilesPerTrigger", 1).parquet(str(source))
         sdf = sdf.repartition(2).mapInArrow(stall, sdf.schema)
-        q = (sdf.writeStream.format("meshclient-results").option("url", sink["url"])
-             .option("server_identity", sink["identity"]).option("dataset", "stream").option("batch_rows", "100")
-             .option("checkpointLocation", str(checkpoint)).trigger(availableNow=True).start())
-        (ctl / "stream-query-id").write_text(str(q.id))
+        if via == "ds":
+            mspark.register(spark, client)
+            q = (sdf.writeStream.format("meshclient-results").option("url", sink["url"])
+                 .option("server_identity", sink["identity"]).option("dataset", dataset).option("batch_rows", "100")
+                 .option("checkpointLocation", str(checkpoint)).trigger(availableNow=True).start())
+            prefix = str(q.id)
+        else:
+            q = mspark.write_results_stream(sdf, url=sink["url"], server_identity=sink["identity"], dataset=dataset,
+                                            checkpoint_location=str(checkpoint), client=client, batch_rows=100,
+                                            trigger={"availableNow": True}, use_data_source=False)
+            prefix = stream_job_prefix(str(checkpoint))
+        (ctl / f"stream-query-id-{via}").write_text(prefix)
         q.awaitTermination(WAIT)
         q.stop()
 
@@ -184,7 +197,7 @@ def stream(info: dict[str, Any], ctl: Path, mode: str) -> None:
         (commits / f".{last}.crc").unlink(missing_ok=True)
         run_query()
         # Spark re-ran the batch through the sink and logged it again
-        (ctl / "stream-replayed-batch").write_text(json.dumps([last, (commits / str(last)).exists()]))
+        (ctl / f"stream-replayed-batch-{via}").write_text(json.dumps([last, (commits / str(last)).exists()]))
     spark.stop()
 
 
@@ -195,8 +208,8 @@ def main() -> int:
     if mode == "batch":
         batch(info, ctl, sys.argv[4])
     else:
-        stream(info, ctl, mode)
-    (ctl / f"{mode}{'-' + sys.argv[4] if mode == 'batch' else ''}.done").touch()
+        stream(info, ctl, mode, sys.argv[4])
+    (ctl / f"{mode}-{sys.argv[4]}.done").touch()
     return 0
 
 

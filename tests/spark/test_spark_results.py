@@ -41,6 +41,7 @@ pytestmark = [pytest.mark.spark, pytest.mark.timeout(900)]
 CHILD = Path(__file__).with_name("results_child.py")
 ROWS, STREAM_FILES, STREAM_ROWS = 4000, 5, 500
 VIAS = ["ds", "mia"] if has_data_source() else ["mia"]
+STREAM_VIAS = ["ds", "feb"] if has_data_source() else ["feb"]
 
 
 def _env() -> dict[str, str]:
@@ -187,33 +188,36 @@ def test_rerunning_a_committed_job_commits_nothing(batch_run: tuple[str, Path], 
     assert out["report"]["version"] == out["first"]["version"] == 1
 
 
-@pytest.mark.skipif(not has_data_source(), reason="the streaming writer is the Spark >= 4.0 data source")
+@pytest.mark.parametrize("via", STREAM_VIAS)
 def test_a_streaming_query_killed_and_restarted_publishes_each_micro_batch_once(
-        mesh_sandbox: Sandbox, client: MeshClient, tmp_path_factory: pytest.TempPathFactory) -> None:
+        via: str, mesh_sandbox: Sandbox, client: MeshClient, tmp_path_factory: pytest.TempPathFactory) -> None:
     import pyarrow.parquet as pq
 
-    ctl = tmp_path_factory.mktemp("results-stream")
+    ctl = tmp_path_factory.mktemp(f"results-stream-{via}")
+    dataset = f"stream-{via}"
     source = ctl / "stream-in"
     source.mkdir()
     for f in range(STREAM_FILES):
         ids = list(range(f * STREAM_ROWS, (f + 1) * STREAM_ROWS))
         pq.write_table(pa.table({"id": ids, "score": [i / 3 for i in ids]}), source / f"part-{f}.parquet")
+        stamp = 1_700_000_000 + f * 60  # the file source takes files oldest first: file f is micro-batch f
+        os.utime(source / f"part-{f}.parquet", (stamp, stamp))
     # run 1: killed (SIGKILL, JVM and workers) while micro-batch 1 is staging
-    proc = _start(mesh_sandbox, ctl, "stream-killed")
+    proc = _start(mesh_sandbox, ctl, "stream-killed", via)
     try:
-        stalled = _wait(ctl, "stream-stalled")
+        stalled = _wait(ctl, f"stream-stalled-{via}")
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    assert stalled, (ctl / "child-stream-killed.log").read_text(errors="replace")[-3000:]
-    assert int((ctl / "stream-stalled").read_text()) > 0  # micro-batch 1 had staged batches when killed
-    query = (ctl / "stream-query-id").read_text()
-    manifest = json.loads((_dataset_dir(mesh_sandbox, "stream") / "manifest.json").read_text())
+    assert stalled, (ctl / f"child-stream-killed-{via}.log").read_text(errors="replace")[-3000:]
+    assert int((ctl / f"stream-stalled-{via}").read_text()) > 0  # micro-batch 1 had staged batches when killed
+    query = (ctl / f"stream-query-id-{via}").read_text()
+    manifest = json.loads((_dataset_dir(mesh_sandbox, dataset) / "manifest.json").read_text())
     assert list(manifest["jobs"]) == [f"{query}.b0"]  # micro-batch 0 published, 1 was cut short
     # run 2: restarted from the checkpoint to the end; then its last commit-log entry removed and restarted
-    _finish(_start(mesh_sandbox, ctl, "stream-restart"), ctl)
-    replayed, relogged = json.loads((ctl / "stream-replayed-batch").read_text())
-    manifest = _assert_exactly_once(client, mesh_sandbox, "stream", STREAM_FILES * STREAM_ROWS)
+    _finish(_start(mesh_sandbox, ctl, "stream-restart", via), ctl)
+    replayed, relogged = json.loads((ctl / f"stream-replayed-batch-{via}").read_text())
+    manifest = _assert_exactly_once(client, mesh_sandbox, dataset, STREAM_FILES * STREAM_ROWS)
     assert sorted(manifest["jobs"]) == sorted(f"{query}.b{b}" for b in range(STREAM_FILES))
     assert replayed == STREAM_FILES - 1 and relogged  # the last micro-batch ran through the sink again
     assert manifest["version"] == STREAM_FILES  # one commit per micro-batch: the replay committed nothing

@@ -5,7 +5,6 @@ once at the server, and the plan the client sent carries no key or token (``shar
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import secrets
@@ -16,8 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from meshclient_sandbox.apps.model_servers import ScoringRelay, local_predictions, venv_python
 from meshclient_sandbox.runner import Sandbox, SandboxSettings
@@ -39,17 +36,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
         yield sandbox
 
 
-def key_forms(info: dict[str, Any]) -> list[bytes]:
-    key_pem = Path(info["client"]["key"]).read_bytes()
-    key = load_pem_private_key(key_pem, None)
-    der = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
-    scalar = key.private_numbers().private_value.to_bytes(32, "big")  # type: ignore[union-attr]
-    body = b"".join(line for line in key_pem.splitlines() if line and not line.startswith(b"-----"))
-    return [key_pem, body, body[:48], der, scalar, base64.b64encode(der), base64.b64encode(scalar)]
-
-
-def test_spark_score_on_spark_connect(models: Sandbox, tmp_path: Path) -> None:
+def test_spark_score_on_spark_connect(models: Sandbox, tmp_path: Path, key_forms: Any) -> None:
     relay = models.apps["mlflow-scoring"]
     assert isinstance(relay, ScoringRelay)
     relay.reset()

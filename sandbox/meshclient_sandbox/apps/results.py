@@ -14,6 +14,9 @@
   commit did not list (a failed or speculative attempt's) are discarded.
 * ``POST /v1/datasets/{name}/abort`` with ``{"job": "<job>"}`` discards the job's staged
   batches (409 once the job is committed); ``DELETE .../batches/{id}`` discards one staged batch.
+* Staged batches no commit names within ``staged_ttl`` seconds (default 24 h) expire: they are
+  discarded at the dataset's next request (a driver that died between staging and committing
+  leaves nothing behind for long); a commit naming one is 409 ``unknown_batches``.
 * ``GET /v1/datasets/{name}`` is the committed manifest; ``GET .../batches/{id}`` a batch's
   result; ``GET .../batches/{id}/data`` its bytes; ``GET /v1/datasets`` the dataset names.
 
@@ -34,6 +37,8 @@ import re
 import shutil
 import tempfile
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +52,8 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _ROUTE = re.compile(r"^/v1/datasets(?:/([^/]+)(?:/(commit|abort|batches/([^/]+)(/data)?))?)?/?$")
 _MAX_KEY = 255
 _MAX_COMMIT_BODY = 1024 * 1024
+#: how long a staged batch waits for a commit before the receiver discards it
+STAGED_TTL = 24 * 3600.0
 
 
 def _now() -> str:
@@ -73,6 +80,8 @@ class ResultsSink(App):
     Args:
         workdir: where datasets live (created if missing); a new sink on the same workdir
             sees everything an earlier one acknowledged.
+        staged_ttl: seconds a staged batch waits for a commit before it is discarded.
+        clock: wall-clock seconds (injectable: tests expire batches without waiting).
         Other arguments: see :class:`~meshclient_sandbox.apps.App`.
     """
 
@@ -80,9 +89,13 @@ class ResultsSink(App):
 
     def __init__(self, workdir: str | os.PathLike[str], *, host: str = "127.0.0.1", port: int = 0,
                  token_validator: TokenValidator | None = None, require_token: bool = False,
-                 idle_timeout: float = 600.0) -> None:
+                 idle_timeout: float = 600.0, staged_ttl: float = STAGED_TTL,
+                 clock: Callable[[], float] = time.time) -> None:
         super().__init__(host=host, port=port, token_validator=token_validator, require_token=require_token,
                          idle_timeout=idle_timeout)
+        if not staged_ttl > 0:
+            raise ValueError("staged_ttl must be a positive number of seconds")
+        self.staged_ttl, self.clock = float(staged_ttl), clock
         self.workdir = Path(workdir)
         self.root = self.workdir / "datasets"
         self.root.mkdir(parents=True, exist_ok=True)
@@ -147,7 +160,18 @@ class ResultsSink(App):
             if ds is None:
                 ds = self._load(name)
                 self._datasets[name] = ds
+            self._expire_locked(ds)
             return ds
+
+    def _expire_locked(self, ds: _Dataset) -> list[str]:
+        """Discard staged batches older than ``staged_ttl`` that no commit made visible."""
+        committed = {b["batch_id"] for b in (ds.manifest or {}).get("batches", [])}
+        cutoff = self.clock() - self.staged_ttl
+        doomed = sorted(i for i, m in ds.batches.items()
+                        if i not in committed and float(m["result"].get("staged_epoch", cutoff + 1)) < cutoff)
+        for batch_id in doomed:
+            self._remove_locked(ds, batch_id)
+        return doomed
 
     def _load(self, name: str) -> _Dataset:
         ds = _Dataset(self.root / name)
@@ -204,7 +228,8 @@ class ResultsSink(App):
                 if existing is None:
                     self._check_key_locked(ds, batch_id, key_hash, job)
                     result = {"dataset": name, "batch_id": batch_id, "size": hasher.size, "sha256": sha256,
-                              "status": "staged", "staged_at": _now(), "client_id": request.client_id,
+                              "status": "staged", "staged_at": _now(), "staged_epoch": self.clock(),
+                              "client_id": request.client_id,
                               "content_type": request.headers.get("Content-Type"),
                               "subject": request.subject, "job": job}
                     batches = ds.directory / "batches"
