@@ -89,7 +89,7 @@ unit: venv $(OAUTH2_SERVER) $(PYSPARK) $(MLFLOW) $(MLFLOW_SERVER) $(KSERVE_SERVE
 
 test: lint typecheck unit compat-15.4 mlflow-2.11 spark-3.5
 
-demo: venv
+demo: venv $(PYSPARK) $(MLFLOW) $(MLFLOW_SERVER)
 	$(BIN)/meshclient demo
 
 bench: venv $(PYSPARK) $(MLFLOW_SERVER) $(MLFLOW)

@@ -29,7 +29,7 @@ from pyspark.sql.datasource import DataSource, DataSourceArrowWriter, DataSource
 
 from ..errors import ConfigurationError
 from ..results.partition import DEFAULT_BATCH_ROWS, StagedPart, Target, finish_job, stage_part
-from .results import Handle, executor_handle, task_coordinates
+from .tasks import Handle, executor_handle, task_coordinates
 
 try:  # Spark >= 4.1: the stream writer gets Arrow batches too
     from pyspark.sql.datasource import DataSourceStreamArrowWriter as _StreamBase

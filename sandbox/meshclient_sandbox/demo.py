@@ -1,11 +1,15 @@
 """``make demo`` / ``meshclient demo``: a narrated end-to-end walk on the local sandbox mesh.
 
-It starts the sandbox (three meshed services behind Linkerd-like inbound proxies, an OIDC
-issuer, a Databricks workspace emulator) and runs the real ``meshclient`` command line
-against it as subprocesses — exactly what a user would type — checking that every step
-behaves as it should: doctor, a request showing both identities, a wrong server refused
-before any byte is sent, a policy denial (403 + ``l5d-proxy-error``), Linkerd's direct mode,
-and a token-authenticated request. Exit status 0 means every step did.
+It starts the sandbox (meshed services behind Linkerd-like inbound proxies — echo, a results
+receiver, an artifact store, a real MLflow server and a real MLflow model server — an OIDC
+issuer, a Databricks workspace emulator). First the mesh, with the real ``meshclient`` command
+line as subprocesses, exactly what a user would type: doctor reading the identity from the
+secret scope, a request showing both identities, a wrong server refused before any byte is
+sent, a policy denial (403 + ``l5d-proxy-error``), Linkerd's direct mode, a token-authenticated
+request. Then the ML job in-process, as a notebook runs it (:mod:`.demo_ml`): a model and its
+run logged through ``mesh+https``, a Spark DataFrame scored against the model server, the scores
+pushed exactly once while a task dies, the audit trail. Every step checks its outcome; a
+summary table closes. Exit status 0 means every step did. ``--mesh-only`` skips the ML half.
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ from pathlib import Path
 from meshclient.credentials.loaders import ENV_CERT, ENV_KEY, ENV_KEY_PASSWORD, ENV_TRUST_ANCHORS
 from meshclient.tokens import ClientCredentials
 
-from .runner import CLIENT_IDENTITY, OUTSIDER_IDENTITY, Sandbox
+from . import demo_ml
+from .runner import CLIENT_IDENTITY, OUTSIDER_IDENTITY, Sandbox, SandboxSettings
 
 __all__ = ["main", "CLIENT_ID", "ECHO_ID"]
 
@@ -91,12 +96,21 @@ def _run_step(step: _Step, base_env: dict[str, str], sandbox: Sandbox, *, show_e
     return True
 
 
-def _story(workdir: Path) -> int:
+def _story(workdir: Path, mesh_only: bool = False) -> int:
     started = time.monotonic()
     _say("meshclient demo: mutual TLS with verified identities to Linkerd-meshed services, no proxy")
     _say(f"(everything lives in {workdir}; nothing outside it is touched)")
+    services: tuple[str, ...] = ("echo", "results", "artifacts")
+    if not mesh_only:
+        gaps = demo_ml.missing()
+        if gaps:
+            _say(f"The ML half of the demo needs {', '.join(gaps)}: run 'make demo' in the meshclient checkout "
+                 "(it installs them), or 'meshclient demo --mesh-only' for the mesh half.")
+            return 1
+        services = ("echo", *demo_ml.ML_SERVICES)
+    summary: list[tuple[str, str, float]] = []
 
-    with Sandbox(workdir) as sandbox:
+    with Sandbox(SandboxSettings(workdir, services=services)) as sandbox:
         info = sandbox.info
         echo = info["services"]["echo"]
         url = echo["url"]
@@ -116,10 +130,13 @@ def _story(workdir: Path) -> int:
         token = ClientCredentials(token_url=oidc["token_url"], client_id=oidc["client_id"],
                                   client_secret=oidc["client_secret"], audience=oidc["audience"]).token()
         direct_url = f"https://127.0.0.1:{echo['app_port']}/direct"
+        workspace = {"DATABRICKS_HOST": info["workspace"]["host"], "DATABRICKS_TOKEN": info["workspace"]["token"]}
         steps = [
-            ("2. Check everything first", "doctor checks the material, then makes a live handshake and one request.",
-             _Step("doctor", ["doctor", "--target", f"{url}/health", "--server-identity", ECHO_ID], 0,
-                   ["TLSv1.3", f"proved '{ECHO_ID}'", "200"]), ()),
+            ("2. Check everything first", "doctor reads the identity from the workspace's secret scope ml-mesh "
+             "(tls.crt, tls.key, ca.crt), checks it, then makes a live handshake and one request.",
+             _Step("doctor", ["doctor", "--secret-scope", "ml-mesh", "--target", f"{url}/health",
+                              "--server-identity", ECHO_ID], 0,
+                   ["TLSv1.3", f"proved '{ECHO_ID}'", "200", "ml-mesh"], env=workspace), ()),
             ("3. One request, both identities", "The proxy verified this notebook's certificate and passed its "
              "identity to the app as l5d-client-id; meshclient verified the service's.",
              _Step("request -i", ["request", "-i", "GET", f"{url}/hello", "--server-identity", ECHO_ID], 0,
@@ -160,34 +177,49 @@ def _story(workdir: Path) -> int:
         for heading, explanation, step, show_env in steps:
             _heading(heading)
             _say(explanation)
-            if not _run_step(step, base_env, sandbox, show_env=show_env):
+            step_started = time.monotonic()
+            ok = _run_step(step, base_env, sandbox, show_env=show_env)
+            if not ok:
                 failed.append(step.title)
+            summary.append((heading.split(". ", 1)[1], "as expected" if ok else "FAILED",
+                            time.monotonic() - step_started))
+        if not mesh_only:
+            story = demo_ml.MLStory(sandbox, _say, _heading)
+            story.run(first_number=len(steps) + 2)
+            failed += story.failures
+            summary += story.summary
 
     elapsed = time.monotonic() - started
+    _heading("Summary")
+    demo_ml.write_summary(_say, summary)
     _say()
     if failed:
         _say(f"DEMO FAILED ({elapsed:.1f} s): {', '.join(failed)} did not behave as expected.")
         return 1
     _say(f"Demo complete in {elapsed:.1f} s: every step behaved as expected.")
-    _say("Next: run 'meshclient sandbox' to keep the local mesh up, or point meshclient at a real cluster with "
-         "your workload's tls.crt, tls.key and the mesh ca.crt, and start with 'meshclient doctor'.")
+    _say("Next: 'meshclient sandbox' keeps this local mesh up for your own code; notebooks/ has the same stories as "
+         "Databricks notebooks; on a cluster, put the wheel in a volume (make wheels) or deploy bundle/, store the "
+         "workload's tls.crt, tls.key and ca.crt in a secret scope, and start with 'meshclient doctor "
+         "--secret-scope <scope>'.")
     return 0
 
 
-def main(argv: Sequence[str] | None = None, *, workdir: str | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, workdir: str | None = None, mesh_only: bool = False) -> int:
     """Run the demo; ``argv`` is ``python -m meshclient_sandbox.demo``'s command line (``--workdir DIR``)."""
     if argv is not None:
         parser = argparse.ArgumentParser(prog="python -m meshclient_sandbox.demo", description=__doc__,
                                          formatter_class=argparse.RawDescriptionHelpFormatter)
         parser.add_argument("--workdir", metavar="DIR",
                             help="keep the sandbox here (default: a temporary directory, removed afterwards)")
-        workdir = parser.parse_args(argv).workdir
+        parser.add_argument("--mesh-only", action="store_true", help="skip the ML half (MLflow, scoring, results)")
+        parsed = parser.parse_args(argv)
+        workdir, mesh_only = parsed.workdir, parsed.mesh_only
     if workdir:
         path = Path(workdir).resolve()
         path.mkdir(parents=True, exist_ok=True)
-        return _story(path)
+        return _story(path, mesh_only)
     with tempfile.TemporaryDirectory(prefix="meshclient-demo-") as tmp:
-        return _story(Path(tmp))
+        return _story(Path(tmp), mesh_only)
 
 
 if __name__ == "__main__":

@@ -131,3 +131,23 @@ def _key_forms(info: dict[str, Any]) -> list[bytes]:
 def key_forms() -> Any:
     """``key_forms(sandbox.info)``: the byte forms of the client key to look for in a Spark plan."""
     return _key_forms
+
+
+@pytest.fixture
+def spark_connect() -> None:
+    """Skip unless a local Spark Connect server can run here: pyspark[connect] (grpcio) and a
+    pyspark whose jars carry the Connect server (the pip package does from Spark 4.0 on)."""
+    _require_spark_connect()
+
+
+def _require_spark_connect() -> None:
+    """Skip unless a local Spark Connect server can run here: pyspark[connect] (grpcio) and a
+    pyspark whose jars carry the Connect server (the pip package does from Spark 4.0 on)."""
+    pytest.importorskip("grpc", reason="pyspark[connect] is not installed (grpcio)")
+    pytest.importorskip("pyspark.sql.connect.session", reason="pyspark[connect] is not installed",
+                        exc_type=ImportError)
+    import pyspark
+
+    jars = Path(pyspark.__file__).parent / "jars"
+    if not list(jars.glob("spark-connect*.jar")):
+        pytest.skip(f"pyspark {pyspark.__version__}'s package has no Spark Connect server (Spark >= 4.0 has)")

@@ -50,6 +50,12 @@ def staged_files(info: dict[str, Any], dataset: str) -> int:
     return data - committed
 
 
+def staged_of(info: dict[str, Any], dataset: str, partition: int) -> int:
+    """Batch files of ``partition`` on the receiver (staged or committed)."""
+    root = Path(info["trust_anchors"]).parent.parent / "data" / "results" / "datasets" / dataset / "batches"
+    return len(list(root.glob(f"p{partition}-*.data"))) if root.is_dir() else 0
+
+
 def until_staged(info: dict[str, Any], dataset: str, timeout: float = WAIT) -> None:
     end = time.monotonic() + timeout
     while staged_files(info, dataset) <= 0 and time.monotonic() < end:
@@ -66,7 +72,13 @@ def injector(scenario: str, dataset: str, ctl: Path, info: dict[str, Any]) -> An
         part, attempt = ctx.partitionId(), ctx.attemptNumber()
         (ctl / f"{scenario}-p{part}-a{attempt}.started").touch()
         for n, batch in enumerate(batches):
-            if scenario == "retry" and part == 1 and attempt == 0 and n == 3:
+            if scenario == "retry" and part == 1 and attempt == 0 and n == 5:
+                # die once this attempt has staged some of its partition (rows are padded so Spark
+                # hands them on before the partition ends), so the retry must not duplicate them
+                end = time.monotonic() + 30
+                while not staged_of(info, dataset, 1) and time.monotonic() < end:
+                    time.sleep(0.05)
+                (ctl / "retry-dead-staged.txt").write_text(str(staged_of(info, dataset, 1)))
                 raise RuntimeError("injected: the first attempt of partition 1 dies midway")
             if scenario == "failed" and part == 3 and n == 1:
                 seen = staged_files(info, dataset)
@@ -129,7 +141,8 @@ def batch(info: dict[str, Any], ctl: Path, via: str) -> None:
     import meshclient.spark as mspark
 
     spark, client, sink = session(ctl), client_from(info), info["services"]["results"]
-    base = spark.range(0, ROWS, numPartitions=PARTITIONS).selectExpr("id", "id * 0.5 AS score", "'r' || id AS label")
+    base = spark.range(0, ROWS, numPartitions=PARTITIONS).selectExpr("id", "id * 0.5 AS score", "'r' || id AS label",
+                                                                       "repeat('x', 200) AS pad")
     for scenario in ("retry", "speculation", "failed", "restart", "rerun"):
         dataset = f"{scenario}-{via}"
         df = base.mapInArrow(injector(scenario, dataset, ctl, info), base.schema)

@@ -29,8 +29,6 @@ CHILD = Path(__file__).with_name("connect_child.py")
 
 
 def _run(mesh_sandbox: Any, tmp_path: Path, scenario: str) -> tuple[dict[str, Any], bytes, bytes]:
-    pytest.importorskip("pyspark.sql.connect.session", reason="pyspark[connect] is not installed")
-    pytest.importorskip("grpc", reason="pyspark[connect] is not installed (grpcio)")
     info_path = tmp_path / "sandbox.json"
     info_path.write_text(json.dumps(mesh_sandbox.info))
     env = {**os.environ, "MESHCLIENT_SEAL_KEY": secrets.token_urlsafe(32), "SPARK_LOCAL_IP": "127.0.0.1",
@@ -55,6 +53,7 @@ def _key_forms(mesh_sandbox: Any) -> list[bytes]:
     return [key_pem, body, body[:48], der, scalar, base64.b64encode(der), base64.b64encode(scalar)]
 
 
+@pytest.mark.usefixtures("spark_connect")
 def test_executors_score_on_spark_connect_with_no_key_or_token_in_the_plan(mesh_sandbox: Any, tmp_path: Path) -> None:
     result, plan, sealed = _run(mesh_sandbox, tmp_path, "ok")
     assert result["mode"] == "sealed"
@@ -72,6 +71,7 @@ def test_executors_score_on_spark_connect_with_no_key_or_token_in_the_plan(mesh_
     assert b"PRIVATE KEY" not in plan
 
 
+@pytest.mark.usefixtures("spark_connect")
 def test_an_executor_with_another_seal_key_fails_clearly(mesh_sandbox: Any, tmp_path: Path) -> None:
     result, _, _ = _run(mesh_sandbox, tmp_path, "wrong-key")
     assert "rows" not in result

@@ -140,6 +140,7 @@ def test_a_task_attempt_dying_midway_is_committed_once(batch_run: tuple[str, Pat
     out = _outcome(ctl, "retry", via)
     assert "error" not in out, out
     assert list(ctl.glob("retry-p1-a1.started")), "partition 1 was not retried"
+    assert int((ctl / "retry-dead-staged.txt").read_text()) > 0, "the dying attempt had staged nothing"
     manifest = _assert_exactly_once(client, mesh_sandbox, f"retry-{via}", ROWS)
     assert manifest["version"] == 1 and len(manifest["jobs"]) == 1
 

@@ -20,15 +20,13 @@ from meshclient import MeshClient, results
 from meshclient.spark.results import has_data_source
 from meshclient_sandbox.runner import Sandbox
 
-pytestmark = [pytest.mark.spark, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.spark, pytest.mark.timeout(600), pytest.mark.usefixtures("spark_connect")]
 CHILD = Path(__file__).with_name("connect_results_child.py")
 ROWS = 5_000
 
 
 def test_write_results_on_spark_connect_commits_every_row_once_with_no_key_in_the_plan(
         mesh_sandbox: Sandbox, tmp_path: Path, key_forms: Any) -> None:
-    pytest.importorskip("pyspark.sql.connect.session", reason="pyspark[connect] is not installed")
-    pytest.importorskip("grpc", reason="pyspark[connect] is not installed (grpcio)")
     info_path = tmp_path / "sandbox.json"
     info_path.write_text(json.dumps(mesh_sandbox.info))
     seal = secrets.token_urlsafe(32)

@@ -19,7 +19,7 @@ import pytest
 from meshclient_sandbox.apps.model_servers import ScoringRelay, local_predictions, venv_python
 from meshclient_sandbox.runner import Sandbox, SandboxSettings
 
-pytestmark = pytest.mark.spark
+pytestmark = [pytest.mark.spark, pytest.mark.usefixtures("spark_connect")]
 CHILD = Path(__file__).with_name("connect_score_child.py")
 COLUMNS = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 ROWS = 12_000
@@ -27,8 +27,6 @@ ROWS = 12_000
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
-    pytest.importorskip("pyspark.sql.connect.session", reason="pyspark[connect] is not installed")
-    pytest.importorskip("grpc", reason="pyspark[connect] is not installed (grpcio)")
     if venv_python("mlflow") is None:
         pytest.skip(".venv-mlflow is missing (make model-servers)")
     settings = SandboxSettings(tmp_path_factory.mktemp("model-sandbox"), services=("mlflow-scoring",))
