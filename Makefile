@@ -9,7 +9,7 @@ BIN      := $(VENV)/bin
 STAMP    := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
-.PHONY: help venv mlflow mlflow-2.11 model-servers spark-3.5 test unit lint typecheck demo bench compat compat-15.4 compat-17.3 compat-3.13 wheel clean
+.PHONY: help venv mlflow model-servers test unit lint typecheck demo bench compat compat-15.4 compat-17.3 compat-3.13 wheel clean
 
 help:
 	@echo "make demo   - run the end-to-end story on a local sandbox mesh"
@@ -54,20 +54,6 @@ $(MLFLOW): $(STAMP)
 
 mlflow: $(MLFLOW)
 
-# The MLflow plugin story on the client Databricks 15.4 ships (mlflow-skinny 2.11.4 and its pins), against
-# the server of the main venv (mlflow-skinny has no server). About 20 s to install.
-MLFLOW211 := .venv-mlflow2.11/.installed
-$(MLFLOW211): pyproject.toml
-	test -x .venv-mlflow2.11/bin/python || $$(scripts/find-python 3.11) -m venv .venv-mlflow2.11
-	.venv-mlflow2.11/bin/python -m pip install -q -c compat/dbr-15.4-lts.txt -e . -e ./sandbox 'mlflow-skinny==2.11.4' \
-		'scikit-learn==1.3.0' 'scipy<1.12' pandas numpy cloudpickle pytest pytest-timeout
-	touch $@
-
-mlflow-2.11: $(MLFLOW) $(MLFLOW211)
-	MESHCLIENT_TEST_MLFLOW_SERVER="$(CURDIR)/$(BIN)/python -m mlflow" .venv-mlflow2.11/bin/python -m pytest -q \
-		tests/artifacts/test_mlflow_plugins.py tests/artifacts/test_mlflow_artifact_repo.py tests/artifacts/test_artifacts_mlflow_store.py
-
-
 # Model servers the scoring tests score against, each in its own venv (their pins conflict):
 # the MLflow scoring server (mlflow + scikit-learn) and KServe's model server (kserve + scikit-learn).
 MLFLOW_SERVER := .venv-mlflow/.installed
@@ -87,7 +73,7 @@ model-servers: $(MLFLOW_SERVER) $(KSERVE_SERVER)
 unit: venv $(OAUTH2_SERVER) $(PYSPARK) $(MLFLOW) $(MLFLOW_SERVER) $(KSERVE_SERVER)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-test: lint typecheck unit compat-15.4 mlflow-2.11 spark-3.5
+test: lint typecheck unit compat-15.4
 
 demo: venv $(PYSPARK) $(MLFLOW) $(MLFLOW_SERVER)
 	$(BIN)/meshclient demo
@@ -102,28 +88,16 @@ bench: venv $(PYSPARK) $(MLFLOW_SERVER) $(MLFLOW)
 
 compat: compat-15.4 compat-17.3 compat-3.13
 
-# Spark 3.5 under Databricks Runtime 15.4's pins (pyspark 3.5.0, pandas 1.5.3, pyarrow 14, urllib3 1.26):
-# sharing, scoring and exactly-once results from executors (write_results through mapInArrow, streaming
-# through foreachBatch: OSS 3.5 has no Python data sources), against the same real model servers.
-SPARK35 := .venv-spark3.5/.installed
-$(SPARK35): pyproject.toml
-	test -x .venv-spark3.5/bin/python || $$(scripts/find-python 3.11) -m venv .venv-spark3.5
-	.venv-spark3.5/bin/python -m pip install -q -c compat/dbr-15.4-lts.txt -e '.[databricks]' -e ./sandbox pyspark pandas numpy \
-		pyarrow pytest pytest-timeout hypothesis
-	touch $@
-
-spark-3.5: $(SPARK35) $(MLFLOW_SERVER) $(KSERVE_SERVER)
-	.venv-spark3.5/bin/python -m pytest -q -p no:cacheprovider tests/spark/test_spark_share.py \
-		tests/spark/test_spark_score.py tests/scoring/test_score_servers.py tests/spark/test_spark_results.py tests/results
-
-# A fresh venv per runtime, meshclient installed under the runtime's pins, core suite only.
-compat-15.4:
+# The runtime matrix (scripts/compat-run): a fresh venv per runtime with meshclient and the runtime's own
+# pyspark, mlflow-skinny, pandas and pyarrow under its pins; the core, artifacts/MLflow, scoring and results
+# suites (Spark in local mode) against the real MLflow server and model servers of the venvs above.
+compat-15.4: $(MLFLOW) $(MLFLOW_SERVER) $(KSERVE_SERVER)
 	scripts/compat-run 3.11 compat/dbr-15.4-lts.txt .venv-dbr15.4
 
-compat-17.3:
+compat-17.3: $(MLFLOW) $(MLFLOW_SERVER) $(KSERVE_SERVER)
 	scripts/compat-run 3.12 compat/dbr-17.3-lts.txt .venv-dbr17.3
 
-compat-3.13:
+compat-3.13: $(MLFLOW) $(MLFLOW_SERVER) $(KSERVE_SERVER)
 	scripts/compat-run 3.13 "" .venv-py3.13
 
 # Two distributions: the library (what clusters install) and the sandbox (tests, demos).

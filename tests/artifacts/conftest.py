@@ -45,7 +45,7 @@ def mlflow_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox
     if importlib.util.find_spec("mlflow") is None:
         pytest.skip("mlflow is not installed (make mlflow)")
     # MESHCLIENT_TEST_MLFLOW_SERVER: the server from another installation (mlflow-skinny has none), e.g.
-    # ".venv/bin/python -m mlflow" when the client side runs under mlflow-skinny 2.11 (make mlflow-2.11)
+    # ".venv/bin/python -m mlflow" when the client side runs under mlflow-skinny (make compat-15.4)
     command = shlex.split(os.environ.get("MESHCLIENT_TEST_MLFLOW_SERVER", "")) or None
     settings = SandboxSettings(tmp_path_factory.mktemp("mlflow-sandbox"), services=("artifacts", "mlflow"),
                                extra={"mlflow_command": command})
