@@ -1,0 +1,55 @@
+"""Every notebook in notebooks/ runs, cell by cell, against the sandbox mesh, as it would on a
+cluster: ``dbutils.secrets`` read the workspace emulator through databricks-sdk, widgets get the
+sandbox's URLs and identities, ``spark`` is a local session. After each, the server side is
+checked (what the services saw, what they store), not only that no cell raised.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from meshclient_sandbox.notebook_runner import Cell, NotebookDbutils, NotebookRunner, run_notebook
+from meshclient_sandbox.runner import Sandbox
+
+NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
+
+
+def dbutils_for(sandbox: Sandbox, **widgets: str) -> NotebookDbutils:
+    ws = sandbox.info["workspace"]
+    return NotebookDbutils.for_workspace(ws["host"], ws["token"], widgets)
+
+
+def run(name: str, sandbox: Sandbox, widgets: dict[str, str], *, spark: Any = None,
+        before_cell: Any = None) -> NotebookRunner:
+    dbutils = dbutils_for(sandbox, **widgets)
+    runner = run_notebook(NOTEBOOKS / name, dbutils, spark=spark, before_cell=before_cell)
+    # the identity came from the secret scope through dbutils, as on a cluster
+    assert (sandbox.info["workspace"]["secret_scope"], "tls.key") in dbutils.secrets.reads
+    return runner
+
+
+def service_widgets(sandbox: Sandbox, name: str, prefix: str = "service") -> dict[str, str]:
+    svc = sandbox.service(name)
+    return {f"{prefix}_url": svc["url"], f"{prefix}_identity": svc["identity"]}
+
+
+def test_01_quickstart(notebook_sandbox: Sandbox, capsys: pytest.CaptureFixture[str]) -> None:
+    proxy = notebook_sandbox.proxies["echo"]
+    before = proxy.stats.requests
+    runner = run("01_quickstart.py", notebook_sandbox, {**service_widgets(notebook_sandbox, "echo"),
+                                                        "secret_scope": "ml-mesh"})
+    out = capsys.readouterr().out
+    ns = runner.namespace
+    client_id = notebook_sandbox.info["client"]["identity"]
+    assert str(ns["creds"].identity) == client_id
+    assert "[FAIL]" not in out and "[ok]" in out  # doctor ran, every check passed
+    # the echo service saw the notebook's verified identity: doctor's GET and the first request
+    assert ns["resp"].json()["client_id"] == client_id
+    assert proxy.stats.requests - before == 2
+    first, refused = ns["events"]
+    assert first.verified_server_identity == notebook_sandbox.service("echo")["identity"] and first.status == 200
+    assert refused.outcome in ("tls_error", "server_identity_mismatch") and refused.status is None
+    assert "refused, as it must be" in out
