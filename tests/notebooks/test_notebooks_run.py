@@ -53,3 +53,21 @@ def test_01_quickstart(notebook_sandbox: Sandbox, capsys: pytest.CaptureFixture[
     assert first.verified_server_identity == notebook_sandbox.service("echo")["identity"] and first.status == 200
     assert refused.outcome in ("tls_error", "server_identity_mismatch") and refused.status is None
     assert "refused, as it must be" in out
+
+
+@pytest.mark.spark
+def test_02_spark_executors(notebook_sandbox: Sandbox, spark: Any) -> None:
+    spark.range(0, 1000).selectExpr("id AS transaction_id", "CAST(id % 97 AS double) * 1.5 AS amount",
+                                    "IF(id % 3 = 0, 'NL', 'DE') AS country") \
+        .repartition(4).createOrReplaceTempView("nb_transactions")
+    proxy = notebook_sandbox.proxies["echo"]
+    before = proxy.stats.requests
+    runner = run("02_spark_executors.py", notebook_sandbox,
+                 {**service_widgets(notebook_sandbox, "echo"), "table": "nb_transactions", "path": "/v1/enrich",
+                  "allow": "*.ml-platform.serviceaccount.identity.linkerd.cluster.local"}, spark=spark)
+    summary = runner.namespace["summary"]
+    assert len(summary) == 4 and summary["rows"].sum() == 1000
+    assert runner.namespace["mesh"].mode == "broadcast"
+    # the server side: one request per partition reached the echo app; the refused call never left the executor
+    assert proxy.stats.requests - before == 4
+    assert list(runner.namespace["outcomes"]["outcome"]) == ["EgressDeniedError"]
