@@ -27,11 +27,17 @@ Python cells in order in one namespace, as a notebook's REPL does:
   through the real ``databricks-sdk`` — the sandbox's workspace emulator —, ``widgets`` answer
   the values the caller passes, like a job's parameters), ``spark``/``sc`` when a session is
   given, and ``display``/``displayHTML`` (printed and kept in :attr:`NotebookRunner.displayed`);
-* while it runs, the process looks like a Databricks driver to the library:
-  ``DATABRICKS_RUNTIME_VERSION`` is set and ``IPython.get_ipython().user_ns`` is the notebook's
-  namespace, which is how meshclient finds ``dbutils`` there (IPython itself is not needed: a
-  stand-in module answers ``get_ipython`` for the run). ``DATABRICKS_*`` and ``MESHCLIENT_*``
-  variables are hidden for the run, so the identity can come from the secret scope only;
+* while it runs (``databricks_runtime=True``, the default), the process looks like a Databricks
+  driver to the library: ``DATABRICKS_RUNTIME_VERSION`` is set and
+  ``IPython.get_ipython().user_ns`` is the notebook's namespace, which is how meshclient finds
+  ``dbutils`` there (IPython itself is not needed: a stand-in module answers ``get_ipython`` for
+  the run). ``DATABRICKS_*`` and ``MESHCLIENT_*`` variables are hidden for the run, so the
+  identity can come from the secret scope only. Libraries that go further into the runtime
+  than ``dbutils.secrets`` once they see that variable (MLflow reaches for the driver's py4j
+  ``dbutils.entry_point`` when it is imported) cannot run this way: ``databricks_runtime=False``
+  runs the notebook as on a laptop or in a job's wheel task instead — no runtime variable, and
+  ``DATABRICKS_HOST``/``DATABRICKS_TOKEN`` of the same workspace, so meshclient reads the same
+  scope through databricks-sdk's unified authentication;
 * any error in a cell stops the run with :class:`NotebookCellError`, naming the notebook, the
   cell number and its first line, with the traceback in the notebook's own line numbers.
 
@@ -42,6 +48,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import linecache
 import os
 import re
 import sys
@@ -258,6 +265,8 @@ class NotebookDbutils:
         self.secrets = NotebookSecrets(workspace_client)
         self.widgets = NotebookWidgets(widgets or {})
         self.library = NotebookLibrary()
+        #: ``DATABRICKS_*`` variables that reach the same workspace (for ``databricks_runtime=False``)
+        self.workspace_env: dict[str, str] = {}
 
     @classmethod
     def for_workspace(cls, host: str, token: str, widgets: Mapping[str, str] | None = None) -> NotebookDbutils:
@@ -265,7 +274,9 @@ class NotebookDbutils:
         from databricks.sdk import WorkspaceClient
         from databricks.sdk.core import Config
 
-        return cls(WorkspaceClient(config=Config(host=host, token=token, auth_type="pat")), widgets)
+        dbutils = cls(WorkspaceClient(config=Config(host=host, token=token, auth_type="pat")), widgets)
+        dbutils.workspace_env = {"DATABRICKS_HOST": host, "DATABRICKS_TOKEN": token}
+        return dbutils
 
     def __repr__(self) -> str:
         return "<dbutils>"
@@ -293,6 +304,7 @@ class NotebookRunner:
     dbutils: NotebookDbutils
     spark: Any = None
     before_cell: Callable[[Cell, dict[str, Any]], None] | None = None
+    databricks_runtime: bool = True
     runtime_version: str = DEFAULT_RUNTIME_VERSION
     out: Any = None
     displayed: list[Displayed] = field(default_factory=list)
@@ -355,16 +367,21 @@ class NotebookRunner:
         if self.before_cell is not None:
             self.before_cell(cell, self.namespace)
         restarts = self.dbutils.library.restarts
-        # leading newlines keep the notebook's line numbers in tracebacks
-        code = compile("\n" * (cell.line - 1) + cell.source, f"{self.path.name} [cell {cell.number}]", "exec")
+        # leading newlines keep the notebook's line numbers in tracebacks; linecache shows the lines
+        filename = f"{self.path.name} [cell {cell.number}]"
+        text = "\n" * (cell.line - 1) + cell.source + "\n"
+        linecache.cache[filename] = (len(text), None, text.splitlines(keepends=True), filename)
+        code = compile(text, filename, "exec")
         try:
             exec(code, self.namespace)
         except BaseException as exc:  # noqa: BLE001 - every failure of a cell fails the run, named
             if isinstance(exc, KeyboardInterrupt):
                 raise
-            frames = traceback.extract_tb(exc.__traceback__)
-            ours = [f for f in frames if f.filename.startswith(self.path.name)]
-            where = "".join(f"  {f.filename}, line {f.lineno}: {f.line}\n" for f in ours)
+            frames = traceback.extract_tb(exc.__traceback__)[1:]  # from the cell's code on
+            shown = [f for f in frames if f.filename.startswith(self.path.name)]
+            if frames and frames[-1] not in shown:
+                shown.append(frames[-1])  # where it was raised, inside a library
+            where = "".join(f"  {f.filename}, line {f.lineno}: {(f.line or '').strip()}\n" for f in shown)
             details = f"{where}{''.join(traceback.format_exception_only(type(exc), exc)).rstrip()}"
             raise NotebookCellError(self.path.name, cell, exc, details) from exc
         self.ran.append(cell.number)
@@ -380,10 +397,14 @@ class NotebookRunner:
         saved_ipython = sys.modules.get("IPython")
         runner = self
 
-        class _Shell:
+        class _Shell:  # the two ways libraries reach a notebook's globals through IPython
             @property
             def user_ns(self) -> dict[str, Any]:
                 return runner.namespace
+
+            @property
+            def ns_table(self) -> dict[str, dict[str, Any]]:
+                return {"user_global": runner.namespace, "user_local": runner.namespace}
 
         shell = _Shell()
         stand_in = types.ModuleType("IPython")
@@ -391,26 +412,34 @@ class NotebookRunner:
         try:
             for name in saved_env:
                 del os.environ[name]
-            os.environ["DATABRICKS_RUNTIME_VERSION"] = self.runtime_version
-            sys.modules["IPython"] = stand_in
+            if self.databricks_runtime:
+                os.environ["DATABRICKS_RUNTIME_VERSION"] = self.runtime_version
+                sys.modules["IPython"] = stand_in
+            else:
+                if not self.dbutils.workspace_env:
+                    raise NotebookError("databricks_runtime=False needs dbutils made by NotebookDbutils.for_workspace")
+                os.environ.update(self.dbutils.workspace_env)
             yield
         finally:
             if saved_ipython is not None:
                 sys.modules["IPython"] = saved_ipython
             else:
                 sys.modules.pop("IPython", None)
-            os.environ.pop("DATABRICKS_RUNTIME_VERSION", None)
+            for name in ("DATABRICKS_RUNTIME_VERSION", *self.dbutils.workspace_env):
+                os.environ.pop(name, None)
             os.environ.update(saved_env)
 
 
 def run_notebook(path: str | os.PathLike[str], dbutils: NotebookDbutils, *, spark: Any = None,
-                 before_cell: Callable[[Cell, dict[str, Any]], None] | None = None) -> NotebookRunner:
+                 before_cell: Callable[[Cell, dict[str, Any]], None] | None = None,
+                 databricks_runtime: bool = True) -> NotebookRunner:
     """Run ``path`` to the end with ``dbutils`` (and ``spark``); returns the runner (namespace, displays).
 
     Widgets passed to ``dbutils`` that the notebook never defines are an error: a misspelt
     parameter would otherwise leave the notebook on its default without anyone noticing.
     """
-    runner = NotebookRunner(Path(path), dbutils, spark=spark, before_cell=before_cell)
+    runner = NotebookRunner(Path(path), dbutils, spark=spark, before_cell=before_cell,
+                            databricks_runtime=databricks_runtime)
     runner.run()
     unused = sorted(set(dbutils.widgets.passed) - set(dbutils.widgets.defined))
     if unused:

@@ -23,11 +23,16 @@ def dbutils_for(sandbox: Sandbox, **widgets: str) -> NotebookDbutils:
 
 
 def run(name: str, sandbox: Sandbox, widgets: dict[str, str], *, spark: Any = None,
-        before_cell: Any = None) -> NotebookRunner:
+        before_cell: Any = None, databricks_runtime: bool = True) -> NotebookRunner:
     dbutils = dbutils_for(sandbox, **widgets)
-    runner = run_notebook(NOTEBOOKS / name, dbutils, spark=spark, before_cell=before_cell)
-    # the identity came from the secret scope through dbutils, as on a cluster
-    assert (sandbox.info["workspace"]["secret_scope"], "tls.key") in dbutils.secrets.reads
+    assert sandbox.workspace is not None
+    api_requests = sandbox.workspace.api_requests
+    runner = run_notebook(NOTEBOOKS / name, dbutils, spark=spark, before_cell=before_cell,
+                          databricks_runtime=databricks_runtime)
+    if databricks_runtime:  # the identity came from the secret scope through dbutils, as on a cluster
+        assert (sandbox.info["workspace"]["secret_scope"], "tls.key") in dbutils.secrets.reads
+    else:  # through databricks-sdk, from the same workspace
+        assert sandbox.workspace.api_requests - api_requests >= 3
     return runner
 
 
@@ -71,3 +76,49 @@ def test_02_spark_executors(notebook_sandbox: Sandbox, spark: Any) -> None:
     # the server side: one request per partition reached the echo app; the refused call never left the executor
     assert proxy.stats.requests - before == 4
     assert list(runner.namespace["outcomes"]["outcome"]) == ["EgressDeniedError"]
+
+
+def _needs(service: str) -> None:
+    from conftest import optional_services  # noqa: PLC0415 - the directory's conftest
+
+    missing = optional_services()[service]
+    if missing:
+        pytest.skip(missing)
+
+
+def _get_json(url: str) -> Any:
+    import json
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=30) as resp:  # the app's own loopback port, behind the proxy
+        return json.loads(resp.read())
+
+
+@pytest.mark.slow
+def test_03_push_model_and_track_run(notebook_sandbox: Sandbox) -> None:
+    _needs("mlflow")
+    widgets = {**service_widgets(notebook_sandbox, "artifacts", "artifacts"),
+               **service_widgets(notebook_sandbox, "mlflow", "mlflow"),
+               "experiment": "fraud-notebook-test", "model_version": "7"}
+    # MLflow reaches into the driver's py4j entry point once it sees DATABRICKS_RUNTIME_VERSION:
+    # this one runs as on a laptop (the identity read through databricks-sdk from the same scope)
+    runner = run("03_push_model_and_track_run.py", notebook_sandbox, widgets, databricks_runtime=False)
+    ns = runner.namespace
+    # the artifact store holds the pushed model byte for byte, manifest last
+    store = notebook_sandbox.workdir / "data" / "artifacts" / "files" / "models" / "fraud" / "7"
+    model_dir = Path(ns["model_dir"])
+    local = {p.relative_to(model_dir).as_posix(): p.read_bytes() for p in model_dir.rglob("*") if p.is_file()}
+    stored = {p.relative_to(store).as_posix(): p.read_bytes() for p in store.rglob("*") if p.is_file()}
+    assert stored.pop(".meshclient-manifest.json") and stored == local and "MLmodel" in stored
+    assert ns["report"].files == len(local)
+    # the MLflow server has the run, its params and metrics, and the model's files
+    mlflow_app = notebook_sandbox.apps["mlflow"]
+    got = _get_json(f"{mlflow_app.url}/api/2.0/mlflow/runs/get?run_id={ns['run_id']}")["run"]  # type: ignore[attr-defined]
+    params = {p["key"]: p["value"] for p in got["data"]["params"]}
+    metrics = {m["key"] for m in got["data"]["metrics"]}
+    assert params["model"] == "LogisticRegression" and {"train_accuracy", "accuracy_by_C"} <= metrics
+    artifacts_dir = mlflow_app.artifacts_dir  # type: ignore[attr-defined]
+    assert list(artifacts_dir.rglob("pushed-model-sha256.json")) and list(artifacts_dir.rglob("MLmodel"))
+    # every MLflow call went over the mesh to the verified identity
+    mlflow_id = notebook_sandbox.service("mlflow")["identity"]
+    assert {e.verified_server_identity for e in ns["events"] if e.server_identity == mlflow_id} == {mlflow_id}
