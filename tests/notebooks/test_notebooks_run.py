@@ -122,3 +122,40 @@ def test_03_push_model_and_track_run(notebook_sandbox: Sandbox) -> None:
     # every MLflow call went over the mesh to the verified identity
     mlflow_id = notebook_sandbox.service("mlflow")["identity"]
     assert {e.verified_server_identity for e in ns["events"] if e.server_identity == mlflow_id} == {mlflow_id}
+
+
+IRIS_COLUMNS = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+
+
+@pytest.mark.spark
+@pytest.mark.slow
+def test_04_score_spark_table(notebook_sandbox: Sandbox, spark: Any) -> None:
+    _needs("mlflow-scoring")
+    from collections import Counter
+
+    from sklearn.datasets import load_iris
+
+    from meshclient_sandbox.apps.model_servers import local_predictions
+
+    iris = load_iris(as_frame=True).frame.iloc[:, :4]
+    iris.columns = IRIS_COLUMNS
+    spark.createDataFrame(iris).repartition(3).createOrReplaceTempView("nb_iris")
+    relay = notebook_sandbox.apps["mlflow-scoring"]
+    relay.reset()  # type: ignore[attr-defined]
+    svc = notebook_sandbox.service("mlflow-scoring")
+    runner = run("04_score_spark_table.py", notebook_sandbox,
+                 {"model_url": svc["url"], "model_identity": svc["identity"], "table": "nb_iris",
+                  "protocol": "mlflow", "batch_size": "20", "output_table": "nb_iris_scores"}, spark=spark)
+    # the server side: every row of the table was scored exactly once (the summaries read the cache)
+    expected = Counter(tuple(float(v) for v in row) for row in iris.itertuples(index=False))
+    assert relay.scored_rows == expected  # type: ignore[attr-defined]
+    assert runner.namespace["stats"].rows == len(iris) and relay.max_in_flight <= 2  # type: ignore[attr-defined]
+    # and the scores are the model's own predictions, row for row
+    scores = spark.table("nb_iris_scores").toPandas().sort_values(IRIS_COLUMNS, ignore_index=True)
+    truth = iris.assign(prediction=local_predictions("mlflow", notebook_sandbox.workdir, iris)["prediction"])
+    truth = truth.sort_values(IRIS_COLUMNS, ignore_index=True)
+    assert scores["prediction"].tolist() == truth["prediction"].tolist()
+    summary = runner.namespace["summary"]
+    assert summary["rows"][0] == len(iris) and summary["missing"][0] == 0
+    (score_event,) = runner.namespace["score_events"].to_dict("records")
+    assert score_event["rows"] == len(iris) and score_event["outcome"] == "ok"
