@@ -159,3 +159,51 @@ def test_04_score_spark_table(notebook_sandbox: Sandbox, spark: Any) -> None:
     assert summary["rows"][0] == len(iris) and summary["missing"][0] == 0
     (score_event,) = runner.namespace["score_events"].to_dict("records")
     assert score_event["rows"] == len(iris) and score_event["outcome"] == "ok"
+
+
+def _manifest(sandbox: Sandbox, dataset: str) -> dict[str, Any]:
+    import json
+
+    return dict(json.loads((sandbox.workdir / "data" / "results" / "datasets" / dataset / "manifest.json").read_text()))
+
+
+@pytest.mark.spark
+@pytest.mark.slow
+def test_05_write_results_exactly_once(notebook_sandbox: Sandbox, spark: Any, tmp_path: Path) -> None:
+    pytest.importorskip("pyspark.sql.datasource", reason="the streaming writer is the Spark >= 4.0 data source")
+    from meshclient import results
+
+    spark.range(0, 500).selectExpr("id AS transaction_id", "CAST(id % 89 AS double) / 89 AS fraud_score") \
+        .repartition(3).createOrReplaceTempView("nb_scores_today")
+    incoming = tmp_path / "incoming"
+    for i in range(3):  # three files arrive: three micro-batches
+        spark.range(1000 + 100 * i, 1100 + 100 * i).selectExpr("id AS transaction_id", "0.5 AS fraud_score") \
+            .coalesce(1).write.parquet(str(incoming / f"part-{i}"))
+        for f in (incoming / f"part-{i}").glob("part-*.parquet"):
+            f.rename(incoming / f"file-{i}.parquet")
+    sink = notebook_sandbox.service("results")
+    runner = run("05_write_results_exactly_once.py", notebook_sandbox,
+                 {"results_url": sink["url"], "results_identity": sink["identity"], "table": "nb_scores_today",
+                  "dataset": "nb-batch", "job": "nb-batch-run-1", "stream_source": str(incoming),
+                  "stream_dataset": "nb-stream", "checkpoint": str(tmp_path / "checkpoint")}, spark=spark)
+    ns = runner.namespace
+    assert ns["after"] == ns["before"] and ns["again"].job == "nb-batch-run-1"
+    # the receiver's side: the batch job committed once, each row once
+    batch = _manifest(notebook_sandbox, "nb-batch")
+    assert list(batch["jobs"]) == ["nb-batch-run-1"] and batch["version"] == 1
+    with runner_client(notebook_sandbox) as client:
+        ids = results.read(client, url=sink["url"], server_identity=sink["identity"], dataset="nb-batch") \
+            .column("transaction_id").to_pylist()
+        assert sorted(ids) == list(range(500))
+        stream_ids = results.read(client, url=sink["url"], server_identity=sink["identity"], dataset="nb-stream") \
+            .column("transaction_id").to_pylist()
+    assert sorted(stream_ids) == list(range(1000, 1300))
+    stream = _manifest(notebook_sandbox, "nb-stream")
+    assert len(stream["jobs"]) == 3 and all(".b" in job for job in stream["jobs"])
+    assert ns["progress"]["rows"].sum() == 300
+
+
+def runner_client(sandbox: Sandbox) -> Any:
+    from meshclient import MeshClient
+
+    return MeshClient(sandbox.client_credentials())
