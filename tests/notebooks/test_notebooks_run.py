@@ -207,3 +207,53 @@ def runner_client(sandbox: Sandbox) -> Any:
     from meshclient import MeshClient
 
     return MeshClient(sandbox.client_credentials())
+
+
+@pytest.mark.slow
+def test_06_rotation_and_tokens(notebook_sandbox: Sandbox) -> None:
+    import threading
+
+    from conftest import TOKEN_LIFETIME
+
+    from meshclient_sandbox.runner import CLIENT_IDENTITY
+
+    ws, pki, issuer = notebook_sandbox.workspace, notebook_sandbox.pki, notebook_sandbox.issuer
+    assert ws is not None and pki is not None and issuer is not None
+    scope, oidc = notebook_sandbox.info["workspace"]["secret_scope"], notebook_sandbox.info["oidc"]
+    ws.put_secret(scope, "oidc-client-secret", oidc["client_secret"])  # the platform team's part
+    old_key = ws.get_secret_bytes(scope, "tls.key")
+    rotated = threading.Event()
+
+    def rotate() -> None:  # the platform team rotates the identity in the scope while the job runs
+        leaf = pki.issue(CLIENT_IDENTITY)
+        ws.seed_mesh_identity(scope, leaf.chain_pem, leaf.key_pem, pki.trust_anchors_pem)
+        rotated.set()
+
+    timers: list[threading.Timer] = []
+
+    def before_cell(cell: Cell, namespace: dict[str, Any]) -> None:
+        if "while time.monotonic() - started < RUN_SECONDS" in cell.source:
+            timers.append(threading.Timer(3.0, rotate))
+            timers[-1].start()
+
+    proxy = notebook_sandbox.proxies["echo"]
+    connections, denied, issued = proxy.stats.connections, proxy.stats.denied, issuer.tokens_issued
+    run_seconds = 2.5 * TOKEN_LIFETIME
+    try:
+        runner = run("06_rotation_and_tokens.py", notebook_sandbox,
+                     {**service_widgets(notebook_sandbox, "echo"), "token_url": oidc["token_url"],
+                      "client_id": oidc["client_id"], "audience": oidc["audience"], "poll_seconds": "1",
+                      "run_seconds": str(run_seconds)}, before_cell=before_cell)
+    finally:
+        for timer in timers:
+            timer.cancel()
+    assert rotated.is_set() and ws.get_secret_bytes(scope, "tls.key") != old_key
+    ns = runner.namespace
+    timeline = ns["timeline"]
+    assert (timeline["status"] == 200).all() and len(timeline) > 10
+    assert ns["status"].rotations == 1 and ns["status"].healthy
+    assert timeline["certificate"].nunique() == 2 and timeline["token"].nunique() >= 2
+    # the server side: a new connection for the new certificate, tokens issued as they expired, no denial
+    assert proxy.stats.connections - connections >= 2 and proxy.stats.denied == denied
+    assert issuer.tokens_issued - issued >= 2
+    assert set(ns["audit"]["token_subject"]) == {oidc["client_id"]}
