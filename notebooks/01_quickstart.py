@@ -21,20 +21,20 @@
 
 # COMMAND ----------
 
-dbutils.library.restartPython()  # noqa: F821 - dbutils, spark and display are notebook globals
+dbutils.library.restartPython()  # a fresh Python with the new package (dbutils, spark, display stay)
 
 # COMMAND ----------
 
-dbutils.widgets.text("secret_scope", "ml-mesh", "Secret scope with tls.crt, tls.key, ca.crt")  # noqa: F821
-dbutils.widgets.text("service_url", "https://fraud-model.ml-serving.svc.cluster.local:8080", "Service URL")  # noqa: F821
-dbutils.widgets.text("service_identity", "fraud-model.ml-serving.serviceaccount.identity.linkerd.cluster.local",  # noqa: F821
+dbutils.widgets.text("secret_scope", "ml-mesh", "Secret scope with tls.crt, tls.key, ca.crt")
+dbutils.widgets.text("service_url", "https://fraud-model.ml-serving.svc.cluster.local:8080", "Service URL")
+dbutils.widgets.text("service_identity", "fraud-model.ml-serving.serviceaccount.identity.linkerd.cluster.local",
                      "Service identity")
-dbutils.widgets.text("path", "/health", "Path to call")  # noqa: F821
+dbutils.widgets.text("path", "/health", "Path to call")
 
-SCOPE = dbutils.widgets.get("secret_scope")  # noqa: F821
-URL = dbutils.widgets.get("service_url").rstrip("/")  # noqa: F821
-SERVER_ID = dbutils.widgets.get("service_identity")  # noqa: F821
-PATH = dbutils.widgets.get("path")  # noqa: F821
+SCOPE = dbutils.widgets.get("secret_scope")
+URL = dbutils.widgets.get("service_url").rstrip("/")
+SERVER_ID = dbutils.widgets.get("service_identity")
+PATH = dbutils.widgets.get("path")
 
 # COMMAND ----------
 
@@ -94,7 +94,7 @@ meshclient.raise_for_status(resp)  # a Linkerd policy denial raises PolicyDenied
 print(resp.status_code, resp.headers.get("content-type"))
 print(resp.text[:500])
 
-display(pd.DataFrame([e.to_dict() for e in events])[  # noqa: F821
+display(pd.DataFrame([e.to_dict() for e in events])[
     ["time", "client_identity", "verified_server_identity", "method", "url", "status", "bytes_received",
      "duration_ms", "attempts", "outcome"]])
 

@@ -19,25 +19,25 @@
 
 # COMMAND ----------
 
-dbutils.library.restartPython()  # noqa: F821 - dbutils, spark and display are notebook globals
+dbutils.library.restartPython()  # a fresh Python with the new package (dbutils, spark, display stay)
 
 # COMMAND ----------
 
-dbutils.widgets.text("secret_scope", "ml-mesh", "Secret scope with tls.crt, tls.key, ca.crt")  # noqa: F821
-dbutils.widgets.text("table", "ml.features.transactions_today", "Input table")  # noqa: F821
-dbutils.widgets.text("service_url", "https://enricher.ml-serving.svc.cluster.local:8080", "Service URL")  # noqa: F821
-dbutils.widgets.text("service_identity", "enricher.ml-serving.serviceaccount.identity.linkerd.cluster.local",  # noqa: F821
+dbutils.widgets.text("secret_scope", "ml-mesh", "Secret scope with tls.crt, tls.key, ca.crt")
+dbutils.widgets.text("table", "ml.features.transactions_today", "Input table")
+dbutils.widgets.text("service_url", "https://enricher.ml-serving.svc.cluster.local:8080", "Service URL")
+dbutils.widgets.text("service_identity", "enricher.ml-serving.serviceaccount.identity.linkerd.cluster.local",
                      "Service identity")
-dbutils.widgets.text("path", "/v1/enrich", "Path to POST each partition to")  # noqa: F821
-dbutils.widgets.text("allow", "*.ml-serving.serviceaccount.identity.linkerd.cluster.local",  # noqa: F821
+dbutils.widgets.text("path", "/v1/enrich", "Path to POST each partition to")
+dbutils.widgets.text("allow", "*.ml-serving.serviceaccount.identity.linkerd.cluster.local",
                      "Identities this job may call (comma-separated patterns)")
 
-SCOPE = dbutils.widgets.get("secret_scope")  # noqa: F821
-TABLE = dbutils.widgets.get("table")  # noqa: F821
-URL = dbutils.widgets.get("service_url").rstrip("/")  # noqa: F821
-SERVER_ID = dbutils.widgets.get("service_identity")  # noqa: F821
-PATH = dbutils.widgets.get("path")  # noqa: F821
-ALLOW = [p.strip() for p in dbutils.widgets.get("allow").split(",") if p.strip()]  # noqa: F821
+SCOPE = dbutils.widgets.get("secret_scope")
+TABLE = dbutils.widgets.get("table")
+URL = dbutils.widgets.get("service_url").rstrip("/")
+SERVER_ID = dbutils.widgets.get("service_identity")
+PATH = dbutils.widgets.get("path")
+ALLOW = [p.strip() for p in dbutils.widgets.get("allow").split(",") if p.strip()]
 
 # COMMAND ----------
 
@@ -54,7 +54,7 @@ import meshclient.spark
 
 creds = meshclient.Credentials.from_secret_scope(SCOPE)
 client = meshclient.MeshClient(creds, policy=meshclient.EgressPolicy(allow=ALLOW))
-mesh = meshclient.spark.share(client, spark)  # noqa: F821 - one broadcast; no key in the plan or any log
+mesh = meshclient.spark.share(client, spark)  # one broadcast; no key in the plan or any log
 print(creds)
 print(mesh)  # says how the configuration travels (broadcast / sealed); never the key
 
@@ -93,9 +93,9 @@ def call_service(batches):
 
 schema = ("partition int, rows long, status int, verified_server string, tls string, bytes_sent long, "
           "worker_pid long, client long")
-table = spark.table(TABLE)  # noqa: F821
+table = spark.table(TABLE)
 summary = table.mapInPandas(call_service, schema).toPandas().sort_values("partition", ignore_index=True)
-display(summary)  # noqa: F821
+display(summary)
 
 # COMMAND ----------
 
@@ -138,6 +138,6 @@ def call_outside(batches):
 
 
 outcomes = table.limit(1).mapInPandas(call_outside, "outcome string").toPandas()
-display(outcomes)  # noqa: F821
+display(outcomes)
 assert set(outcomes["outcome"]) == {"EgressDeniedError"}
 client.close()

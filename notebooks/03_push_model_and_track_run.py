@@ -19,27 +19,27 @@
 
 # COMMAND ----------
 
-dbutils.library.restartPython()  # noqa: F821 - dbutils, spark and display are notebook globals
+dbutils.library.restartPython()  # a fresh Python with the new package (dbutils, spark, display stay)
 
 # COMMAND ----------
 
-dbutils.widgets.text("secret_scope", "ml-mesh", "Secret scope with tls.crt, tls.key, ca.crt")  # noqa: F821
-dbutils.widgets.text("artifacts_url", "https://model-store.ml-platform.svc.cluster.local:8443", "Artifact store URL")  # noqa: F821
-dbutils.widgets.text("artifacts_identity", "model-store.ml-platform.serviceaccount.identity.linkerd.cluster.local",  # noqa: F821
+dbutils.widgets.text("secret_scope", "ml-mesh", "Secret scope with tls.crt, tls.key, ca.crt")
+dbutils.widgets.text("artifacts_url", "https://model-store.ml-platform.svc.cluster.local:8443", "Artifact store URL")
+dbutils.widgets.text("artifacts_identity", "model-store.ml-platform.serviceaccount.identity.linkerd.cluster.local",
                      "Artifact store identity")
-dbutils.widgets.text("mlflow_url", "https://mlflow.mlops.svc.cluster.local:5000", "MLflow server URL")  # noqa: F821
-dbutils.widgets.text("mlflow_identity", "mlflow.mlops.serviceaccount.identity.linkerd.cluster.local",  # noqa: F821
+dbutils.widgets.text("mlflow_url", "https://mlflow.mlops.svc.cluster.local:5000", "MLflow server URL")
+dbutils.widgets.text("mlflow_identity", "mlflow.mlops.serviceaccount.identity.linkerd.cluster.local",
                      "MLflow server identity")
-dbutils.widgets.text("experiment", "fraud-detection", "MLflow experiment")  # noqa: F821
-dbutils.widgets.text("model_version", "1", "Version to push the model as")  # noqa: F821
+dbutils.widgets.text("experiment", "fraud-detection", "MLflow experiment")
+dbutils.widgets.text("model_version", "1", "Version to push the model as")
 
-SCOPE = dbutils.widgets.get("secret_scope")  # noqa: F821
-ARTIFACTS_URL = dbutils.widgets.get("artifacts_url").rstrip("/")  # noqa: F821
-ARTIFACTS_ID = dbutils.widgets.get("artifacts_identity")  # noqa: F821
-MLFLOW_URL = dbutils.widgets.get("mlflow_url").rstrip("/")  # noqa: F821
-MLFLOW_ID = dbutils.widgets.get("mlflow_identity")  # noqa: F821
-EXPERIMENT = dbutils.widgets.get("experiment")  # noqa: F821
-VERSION = dbutils.widgets.get("model_version")  # noqa: F821
+SCOPE = dbutils.widgets.get("secret_scope")
+ARTIFACTS_URL = dbutils.widgets.get("artifacts_url").rstrip("/")
+ARTIFACTS_ID = dbutils.widgets.get("artifacts_identity")
+MLFLOW_URL = dbutils.widgets.get("mlflow_url").rstrip("/")
+MLFLOW_ID = dbutils.widgets.get("mlflow_identity")
+EXPERIMENT = dbutils.widgets.get("experiment")
+VERSION = dbutils.widgets.get("model_version")
 
 # COMMAND ----------
 
@@ -89,7 +89,7 @@ print(f"{report.files} files, {report.bytes:,} bytes in {report.seconds:.2f} s t
 print(f"manifest: {report.manifest_url}")
 pushed = pd.DataFrame([{"path": e.path, "bytes": e.size, "sha256": e.sha256[:16] + "...", "verified by": e.verified,
                         "attempts": e.attempts} for e in report.entries])
-display(pushed)  # noqa: F821
+display(pushed)
 
 # COMMAND ----------
 
@@ -100,7 +100,7 @@ display(pushed)  # noqa: F821
 # COMMAND ----------
 
 audit = pd.DataFrame([e.to_dict() for e in events])
-display(audit[audit["method"] == "PUSH"][["time", "verified_server_identity", "method", "url", "bytes_sent",  # noqa: F821
+display(audit[audit["method"] == "PUSH"][["time", "verified_server_identity", "method", "url", "bytes_sent",
                                           "outcome", "trace_id"]])
 print(audit.groupby("method").size().to_dict(), "events; trace ids:", audit["trace_id"].nunique())
 
@@ -145,7 +145,7 @@ print("artifacts:", [a.path for a in mlflow.MlflowClient().list_artifacts(run_id
 loaded = mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
 check = features.sample(20, random_state=1)
 predictions = pd.DataFrame({"loaded model": np.asarray(loaded.predict(check)), "trained model": model.predict(check)})
-display(predictions.head())  # noqa: F821
+display(predictions.head())
 assert (predictions["loaded model"] == predictions["trained model"]).all()
 
 mlflow_events = pd.DataFrame([e.to_dict() for e in events if e.server_identity == MLFLOW_ID])

@@ -15,28 +15,28 @@
 
 # COMMAND ----------
 
-dbutils.library.restartPython()  # noqa: F821 - dbutils, spark and display are notebook globals
+dbutils.library.restartPython()  # a fresh Python with the new package (dbutils, spark, display stay)
 
 # COMMAND ----------
 
-dbutils.widgets.text("secret_scope", "ml-mesh", "Secret scope with tls.crt, tls.key, ca.crt")  # noqa: F821
-dbutils.widgets.text("table", "ml.features.iris_measurements", "Table to score")  # noqa: F821
-dbutils.widgets.text("model_url", "https://iris-model.ml-serving.svc.cluster.local:8080", "Model server URL")  # noqa: F821
-dbutils.widgets.text("model_identity", "iris-model.ml-serving.serviceaccount.identity.linkerd.cluster.local",  # noqa: F821
+dbutils.widgets.text("secret_scope", "ml-mesh", "Secret scope with tls.crt, tls.key, ca.crt")
+dbutils.widgets.text("table", "ml.features.iris_measurements", "Table to score")
+dbutils.widgets.text("model_url", "https://iris-model.ml-serving.svc.cluster.local:8080", "Model server URL")
+dbutils.widgets.text("model_identity", "iris-model.ml-serving.serviceaccount.identity.linkerd.cluster.local",
                      "Model server identity")
-dbutils.widgets.dropdown("protocol", "mlflow", ["mlflow", "v2"], "Protocol")  # noqa: F821
-dbutils.widgets.text("model_name", "", "Model name (v2 only)")  # noqa: F821
-dbutils.widgets.text("batch_size", "100", "Rows per request")  # noqa: F821
-dbutils.widgets.text("output_table", "", "Write the scores to this table (empty: don't)")  # noqa: F821
+dbutils.widgets.dropdown("protocol", "mlflow", ["mlflow", "v2"], "Protocol")
+dbutils.widgets.text("model_name", "", "Model name (v2 only)")
+dbutils.widgets.text("batch_size", "100", "Rows per request")
+dbutils.widgets.text("output_table", "", "Write the scores to this table (empty: don't)")
 
-SCOPE = dbutils.widgets.get("secret_scope")  # noqa: F821
-TABLE = dbutils.widgets.get("table")  # noqa: F821
-MODEL_URL = dbutils.widgets.get("model_url").rstrip("/")  # noqa: F821
-MODEL_ID = dbutils.widgets.get("model_identity")  # noqa: F821
-PROTOCOL = dbutils.widgets.get("protocol")  # noqa: F821
-MODEL_NAME = dbutils.widgets.get("model_name") or None  # noqa: F821
-BATCH_SIZE = int(dbutils.widgets.get("batch_size"))  # noqa: F821
-OUTPUT_TABLE = dbutils.widgets.get("output_table")  # noqa: F821
+SCOPE = dbutils.widgets.get("secret_scope")
+TABLE = dbutils.widgets.get("table")
+MODEL_URL = dbutils.widgets.get("model_url").rstrip("/")
+MODEL_ID = dbutils.widgets.get("model_identity")
+PROTOCOL = dbutils.widgets.get("protocol")
+MODEL_NAME = dbutils.widgets.get("model_name") or None
+BATCH_SIZE = int(dbutils.widgets.get("batch_size"))
+OUTPUT_TABLE = dbutils.widgets.get("output_table")
 
 # COMMAND ----------
 
@@ -46,7 +46,7 @@ import meshclient.spark as mspark
 events = []
 client = meshclient.MeshClient(meshclient.Credentials.from_secret_scope(SCOPE), audit=events.append)
 
-features = spark.table(TABLE)  # noqa: F821
+features = spark.table(TABLE)
 print(f"{TABLE}: {features.count()} rows, columns {features.columns}")
 
 # COMMAND ----------
@@ -67,7 +67,7 @@ scored = mspark.score(features, endpoint=MODEL_URL, server_identity=MODEL_ID, cl
 scored_rows = scored.count()
 stats = job.report()  # also writes a SCORE event to the client's audit log
 print(f"scored {scored_rows} rows: {stats}")
-display(scored.limit(10))  # noqa: F821
+display(scored.limit(10))
 
 # COMMAND ----------
 
@@ -87,11 +87,11 @@ summary = scored.select(
     F.max("prediction").alias("max"),
     F.sum(F.col("prediction").isNull().cast("int")).alias("missing"),
 ).toPandas()
-display(summary)  # noqa: F821
+display(summary)
 
 buckets = (scored.withColumn("bucket", F.round("prediction", 0)).groupBy("bucket").count()
            .orderBy("bucket").toPandas())
-display(buckets)  # noqa: F821
+display(buckets)
 
 # COMMAND ----------
 
@@ -106,13 +106,13 @@ display(buckets)  # noqa: F821
 import pandas as pd
 
 score_events = pd.DataFrame([e.to_dict() for e in events if e.method == "SCORE"])
-display(score_events[["time", "client_identity", "server_identity", "url", "rows", "requests", "retries",  # noqa: F821
+display(score_events[["time", "client_identity", "server_identity", "url", "rows", "requests", "retries",
                       "p50_ms", "p99_ms", "outcome"]])
 
 # COMMAND ----------
 
 if OUTPUT_TABLE:
     scored.write.mode("overwrite").saveAsTable(OUTPUT_TABLE)
-    print(f"wrote {spark.table(OUTPUT_TABLE).count()} scored rows to {OUTPUT_TABLE}")  # noqa: F821
+    print(f"wrote {spark.table(OUTPUT_TABLE).count()} scored rows to {OUTPUT_TABLE}")
 scored.unpersist()
 client.close()

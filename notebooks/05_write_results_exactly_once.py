@@ -18,30 +18,30 @@
 
 # COMMAND ----------
 
-dbutils.library.restartPython()  # noqa: F821 - dbutils, spark and display are notebook globals
+dbutils.library.restartPython()  # a fresh Python with the new package (dbutils, spark, display stay)
 
 # COMMAND ----------
 
-dbutils.widgets.text("secret_scope", "ml-mesh", "Secret scope with tls.crt, tls.key, ca.crt")  # noqa: F821
-dbutils.widgets.text("results_url", "https://results.ml-platform.svc.cluster.local:8443", "Results receiver URL")  # noqa: F821
-dbutils.widgets.text("results_identity", "results.ml-platform.serviceaccount.identity.linkerd.cluster.local",  # noqa: F821
+dbutils.widgets.text("secret_scope", "ml-mesh", "Secret scope with tls.crt, tls.key, ca.crt")
+dbutils.widgets.text("results_url", "https://results.ml-platform.svc.cluster.local:8443", "Results receiver URL")
+dbutils.widgets.text("results_identity", "results.ml-platform.serviceaccount.identity.linkerd.cluster.local",
                      "Results receiver identity")
-dbutils.widgets.text("table", "ml.scores.fraud_today", "Batch: table to write")  # noqa: F821
-dbutils.widgets.text("dataset", "fraud-scores-daily", "Batch: dataset")  # noqa: F821
-dbutils.widgets.text("job", "fraud-scores-daily-run-1", "Batch: job name (a re-run with the same name writes nothing)")  # noqa: F821
-dbutils.widgets.text("stream_source", "/Volumes/ml/scores/incoming", "Streaming: directory of Parquet files")  # noqa: F821
-dbutils.widgets.text("stream_dataset", "fraud-scores-stream", "Streaming: dataset")  # noqa: F821
-dbutils.widgets.text("checkpoint", "/Volumes/ml/scores/checkpoints/fraud-scores-stream", "Streaming: checkpoint")  # noqa: F821
+dbutils.widgets.text("table", "ml.scores.fraud_today", "Batch: table to write")
+dbutils.widgets.text("dataset", "fraud-scores-daily", "Batch: dataset")
+dbutils.widgets.text("job", "fraud-scores-daily-run-1", "Batch: job name (a re-run with the same name writes nothing)")
+dbutils.widgets.text("stream_source", "/Volumes/ml/scores/incoming", "Streaming: directory of Parquet files")
+dbutils.widgets.text("stream_dataset", "fraud-scores-stream", "Streaming: dataset")
+dbutils.widgets.text("checkpoint", "/Volumes/ml/scores/checkpoints/fraud-scores-stream", "Streaming: checkpoint")
 
-SCOPE = dbutils.widgets.get("secret_scope")  # noqa: F821
-URL = dbutils.widgets.get("results_url").rstrip("/")  # noqa: F821
-SERVER_ID = dbutils.widgets.get("results_identity")  # noqa: F821
-TABLE = dbutils.widgets.get("table")  # noqa: F821
-DATASET = dbutils.widgets.get("dataset")  # noqa: F821
-JOB = dbutils.widgets.get("job")  # noqa: F821
-STREAM_SOURCE = dbutils.widgets.get("stream_source")  # noqa: F821
-STREAM_DATASET = dbutils.widgets.get("stream_dataset")  # noqa: F821
-CHECKPOINT = dbutils.widgets.get("checkpoint")  # noqa: F821
+SCOPE = dbutils.widgets.get("secret_scope")
+URL = dbutils.widgets.get("results_url").rstrip("/")
+SERVER_ID = dbutils.widgets.get("results_identity")
+TABLE = dbutils.widgets.get("table")
+DATASET = dbutils.widgets.get("dataset")
+JOB = dbutils.widgets.get("job")
+STREAM_SOURCE = dbutils.widgets.get("stream_source")
+STREAM_DATASET = dbutils.widgets.get("stream_dataset")
+CHECKPOINT = dbutils.widgets.get("checkpoint")
 
 # COMMAND ----------
 
@@ -76,9 +76,9 @@ def jobs_table(manifest):
 
 # COMMAND ----------
 
-scores = spark.table(TABLE)  # noqa: F821
+scores = spark.table(TABLE)
 report = mspark.write_results(scores, url=URL, server_identity=SERVER_ID, dataset=DATASET, client=client, job=JOB)
-display(pd.DataFrame([dataclasses.asdict(report)]))  # noqa: F821
+display(pd.DataFrame([dataclasses.asdict(report)]))
 
 # COMMAND ----------
 
@@ -110,8 +110,8 @@ key = batch_back.columns[0]
 copies = batch_back.groupby(key).size()
 print(f"{DATASET}: {len(batch_back)} rows read back, {scores.count()} in {TABLE}; "
       f"most copies of one {key}: {copies.max()}")
-display(batch_back.sort_values(key).head(10))  # noqa: F821
-display(jobs_table(published(DATASET)))  # noqa: F821
+display(batch_back.sort_values(key).head(10))
+display(jobs_table(published(DATASET)))
 
 # COMMAND ----------
 
@@ -123,12 +123,12 @@ display(jobs_table(published(DATASET)))  # noqa: F821
 
 # COMMAND ----------
 
-mspark.register(spark, client)  # noqa: F821 - the meshclient-results data source, with this identity
-schema = spark.read.parquet(STREAM_SOURCE).schema  # noqa: F821
+mspark.register(spark, client)  # the meshclient-results data source, with this identity
+schema = spark.read.parquet(STREAM_SOURCE).schema
 
 
 def run_stream():
-    query = (spark.readStream.schema(schema).option("maxFilesPerTrigger", 1).parquet(STREAM_SOURCE)  # noqa: F821
+    query = (spark.readStream.schema(schema).option("maxFilesPerTrigger", 1).parquet(STREAM_SOURCE)
              .writeStream.format("meshclient-results")
              .option("url", URL).option("server_identity", SERVER_ID).option("dataset", STREAM_DATASET)
              .option("checkpointLocation", CHECKPOINT)
@@ -139,7 +139,7 @@ def run_stream():
 
 query = run_stream()
 progress = pd.DataFrame([{"batchId": p["batchId"], "rows": p["numInputRows"]} for p in query.recentProgress])
-display(progress)  # noqa: F821
+display(progress)
 first_run = published(STREAM_DATASET)
 print(f"query {query.id}: dataset {STREAM_DATASET} at version {first_run['version']}, "
       f"{len(first_run['jobs'])} micro-batches committed")
@@ -163,10 +163,10 @@ assert second_run["version"] == first_run["version"] and restarted.id == query.i
 stream_back = results.read(client, url=URL, server_identity=SERVER_ID, dataset=STREAM_DATASET).to_pandas()
 stream_key = stream_back.columns[0]
 stream_copies = stream_back.groupby(stream_key).size()
-source_rows = spark.read.parquet(STREAM_SOURCE).count()  # noqa: F821
+source_rows = spark.read.parquet(STREAM_SOURCE).count()
 print(f"{STREAM_DATASET}: {len(stream_back)} rows read back, {source_rows} in the source files; "
       f"most copies of one {stream_key}: {stream_copies.max()}")
-display(jobs_table(second_run))  # noqa: F821
+display(jobs_table(second_run))
 assert len(stream_back) == source_rows and stream_copies.max() == 1
 
 # COMMAND ----------
@@ -180,5 +180,5 @@ assert len(stream_back) == source_rows and stream_copies.max() == 1
 
 audit = pd.DataFrame([e.to_dict() for e in events])
 audit["path"] = audit["url"].str.replace(URL, "", regex=False).str.replace(r"/batches/[^/]+", "/batches/{id}", regex=True)
-display(audit.groupby(["method", "path", "status", "outcome"]).size().rename("requests").reset_index())  # noqa: F821
+display(audit.groupby(["method", "path", "status", "outcome"]).size().rename("requests").reset_index())
 client.close()

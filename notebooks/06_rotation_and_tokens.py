@@ -23,30 +23,30 @@
 
 # COMMAND ----------
 
-dbutils.library.restartPython()  # noqa: F821 - dbutils, spark and display are notebook globals
+dbutils.library.restartPython()  # a fresh Python with the new package (dbutils, spark, display stay)
 
 # COMMAND ----------
 
-dbutils.widgets.text("secret_scope", "ml-mesh", "Secret scope with tls.crt, tls.key, ca.crt")  # noqa: F821
-dbutils.widgets.text("service_url", "https://fraud-model.ml-serving.svc.cluster.local:8080", "Service URL")  # noqa: F821
-dbutils.widgets.text("service_identity", "fraud-model.ml-serving.serviceaccount.identity.linkerd.cluster.local",  # noqa: F821
+dbutils.widgets.text("secret_scope", "ml-mesh", "Secret scope with tls.crt, tls.key, ca.crt")
+dbutils.widgets.text("service_url", "https://fraud-model.ml-serving.svc.cluster.local:8080", "Service URL")
+dbutils.widgets.text("service_identity", "fraud-model.ml-serving.serviceaccount.identity.linkerd.cluster.local",
                      "Service identity")
-dbutils.widgets.text("token_url", "https://login.example.com/oauth2/v1/token", "OIDC token endpoint")  # noqa: F821
-dbutils.widgets.text("client_id", "ml-pipeline", "OIDC client id")  # noqa: F821
-dbutils.widgets.text("client_secret_key", "oidc-client-secret", "Key of the client secret in the scope")  # noqa: F821
-dbutils.widgets.text("audience", "mesh-services", "Token audience")  # noqa: F821
-dbutils.widgets.text("poll_seconds", "60", "Re-read the secret scope every ... seconds")  # noqa: F821
-dbutils.widgets.text("run_seconds", "120", "Keep calling the service for ... seconds")  # noqa: F821
+dbutils.widgets.text("token_url", "https://login.example.com/oauth2/v1/token", "OIDC token endpoint")
+dbutils.widgets.text("client_id", "ml-pipeline", "OIDC client id")
+dbutils.widgets.text("client_secret_key", "oidc-client-secret", "Key of the client secret in the scope")
+dbutils.widgets.text("audience", "mesh-services", "Token audience")
+dbutils.widgets.text("poll_seconds", "60", "Re-read the secret scope every ... seconds")
+dbutils.widgets.text("run_seconds", "120", "Keep calling the service for ... seconds")
 
-SCOPE = dbutils.widgets.get("secret_scope")  # noqa: F821
-URL = dbutils.widgets.get("service_url").rstrip("/")  # noqa: F821
-SERVER_ID = dbutils.widgets.get("service_identity")  # noqa: F821
-TOKEN_URL = dbutils.widgets.get("token_url")  # noqa: F821
-CLIENT_ID = dbutils.widgets.get("client_id")  # noqa: F821
-CLIENT_SECRET_KEY = dbutils.widgets.get("client_secret_key")  # noqa: F821
-AUDIENCE = dbutils.widgets.get("audience")  # noqa: F821
-POLL_SECONDS = float(dbutils.widgets.get("poll_seconds"))  # noqa: F821
-RUN_SECONDS = float(dbutils.widgets.get("run_seconds"))  # noqa: F821
+SCOPE = dbutils.widgets.get("secret_scope")
+URL = dbutils.widgets.get("service_url").rstrip("/")
+SERVER_ID = dbutils.widgets.get("service_identity")
+TOKEN_URL = dbutils.widgets.get("token_url")
+CLIENT_ID = dbutils.widgets.get("client_id")
+CLIENT_SECRET_KEY = dbutils.widgets.get("client_secret_key")
+AUDIENCE = dbutils.widgets.get("audience")
+POLL_SECONDS = float(dbutils.widgets.get("poll_seconds"))
+RUN_SECONDS = float(dbutils.widgets.get("run_seconds"))
 
 # COMMAND ----------
 
@@ -68,7 +68,7 @@ source.subscribe(lambda creds: rotations.append({"rotated at": pd.Timestamp.now(
 token = tokens.ClientCredentials(
     token_url=TOKEN_URL,
     client_id=CLIENT_ID,
-    client_secret=dbutils.secrets.get(SCOPE, CLIENT_SECRET_KEY),  # noqa: F821 - never printed, never in a repr
+    client_secret=dbutils.secrets.get(SCOPE, CLIENT_SECRET_KEY),  # never printed, never in a repr
     audience=AUDIENCE,
     refresh=tokens.RefreshSettings(background=True),
 )
@@ -104,7 +104,7 @@ while time.monotonic() - started < RUN_SECONDS:
     time.sleep(0.2)
 
 timeline = pd.DataFrame(timeline)
-display(timeline.groupby(["certificate", "token"], sort=False)  # noqa: F821
+display(timeline.groupby(["certificate", "token"], sort=False)
         .agg(first_second=("second", "min"), last_second=("second", "max"), requests=("status", "size"),
              ok=("status", lambda s: int((s == 200).sum()))).reset_index())
 
@@ -121,10 +121,10 @@ print(f"{len(timeline)} requests over {RUN_SECONDS:.0f} s, {len(failed)} failed"
 print(f"certificate rotations: {status.rotations}; tokens used: {timeline['token'].nunique()}")
 print(f"source healthy: {status.healthy} (identity {status.identity}, valid until {status.not_after:%Y-%m-%d %H:%M} UTC)")
 if rotations:
-    display(pd.DataFrame(rotations))  # noqa: F821
+    display(pd.DataFrame(rotations))
 
 audit = pd.DataFrame([e.to_dict() for e in events])
-display(audit.groupby(["client_identity", "token_subject", "verified_server_identity", "outcome"])  # noqa: F821
+display(audit.groupby(["client_identity", "token_subject", "verified_server_identity", "outcome"])
         .size().rename("requests").reset_index())
 assert failed.empty, f"requests failed during the run:\n{failed}"
 

@@ -47,10 +47,12 @@ It is a sandbox tool for tests and local runs, not part of the library.
 from __future__ import annotations
 
 import base64
+import builtins
 import contextlib
 import linecache
 import os
 import re
+import shlex
 import sys
 import traceback
 import types
@@ -66,7 +68,6 @@ HEADER = "# Databricks notebook source"
 SEPARATOR = "# COMMAND ----------"
 DEFAULT_RUNTIME_VERSION = "15.4"
 _MAGIC = re.compile(r"^# MAGIC ?(.*)$")
-_RESTART = re.compile(r"^\s*dbutils\.library\.restartPython\(\)\s*$", re.M)
 
 
 class NotebookError(Exception):
@@ -93,10 +94,6 @@ class Cell:
     line: int  #: line of the file where its first line is
     kind: str
     source: str  #: Python code, or the magic's text without the ``# MAGIC`` prefixes
-
-    @property
-    def restarts_python(self) -> bool:
-        return self.kind == "python" and bool(_RESTART.search(self.source))
 
 
 def parse_notebook(text: str, name: str = "notebook") -> list[Cell]:
@@ -137,7 +134,7 @@ def parse_notebook(text: str, name: str = "notebook") -> list[Cell]:
 
 def pip_requirements(cell: Cell) -> list[str]:
     """The requirement specs of a ``%pip install`` cell (options such as ``-q`` and ``--upgrade`` dropped)."""
-    words = cell.source.split()
+    words = shlex.split(cell.source)  # %pip lines are shell-like: quotes around extras and markers
     if words[:2] != ["%pip", "install"]:
         raise NotebookError(f"cell {cell.number}: only '%pip install ...' is supported, got {cell.source[:60]!r}")
     specs, skip = [], False
@@ -184,7 +181,7 @@ class NotebookSecrets:
         self._w = workspace_client
         self.reads: list[tuple[str, str]] = []
 
-    def getBytes(self, scope: str, key: str) -> bytes:  # noqa: N802 - the runtime's name
+    def getBytes(self, scope: str, key: str) -> bytes:
         self.reads.append((scope, key))
         value = self._w.secrets.get_secret(scope=scope, key=key).value
         return base64.b64decode(value)
@@ -195,7 +192,7 @@ class NotebookSecrets:
     def list(self, scope: str) -> list[SecretMetadata]:
         return [SecretMetadata(s.key) for s in self._w.secrets.list_secrets(scope=scope)]
 
-    def listScopes(self) -> list[SecretScope]:  # noqa: N802
+    def listScopes(self) -> builtins.list[SecretScope]:
         return [SecretScope(s.name) for s in self._w.secrets.list_scopes()]
 
     def __repr__(self) -> str:
@@ -220,18 +217,18 @@ class NotebookWidgets:
             raise ValueError(f"widget {name!r}: {value!r} is not one of {list(choices)}")
         self.defined[name] = value
 
-    def text(self, name: str, defaultValue: str = "", label: str | None = None) -> None:  # noqa: N803
+    def text(self, name: str, defaultValue: str = "", label: str | None = None) -> None:
         self._create(name, defaultValue)
 
-    def dropdown(self, name: str, defaultValue: str, choices: Sequence[str], label: str | None = None) -> None:  # noqa: N803
+    def dropdown(self, name: str, defaultValue: str, choices: Sequence[str], label: str | None = None) -> None:
         if defaultValue not in choices:
             raise ValueError(f"widget {name!r}: the default {defaultValue!r} is not one of its choices")
         self._create(name, defaultValue, choices)
 
-    def combobox(self, name: str, defaultValue: str, choices: Sequence[str], label: str | None = None) -> None:  # noqa: N803
+    def combobox(self, name: str, defaultValue: str, choices: Sequence[str], label: str | None = None) -> None:
         self._create(name, defaultValue)
 
-    def multiselect(self, name: str, defaultValue: str, choices: Sequence[str], label: str | None = None) -> None:  # noqa: N803
+    def multiselect(self, name: str, defaultValue: str, choices: Sequence[str], label: str | None = None) -> None:
         self._create(name, defaultValue)
 
     def get(self, name: str) -> str:
@@ -239,12 +236,12 @@ class NotebookWidgets:
             raise InputWidgetNotDefined(f"No input widget named {name} is defined")
         return self.defined[name]
 
-    getArgument = get  # noqa: N815 - the runtime's older name
+    getArgument = get
 
     def remove(self, name: str) -> None:
         self.defined.pop(name, None)
 
-    def removeAll(self) -> None:  # noqa: N802
+    def removeAll(self) -> None:
         self.defined.clear()
 
 
@@ -254,7 +251,7 @@ class NotebookLibrary:
     def __init__(self) -> None:
         self.restarts = 0
 
-    def restartPython(self) -> None:  # noqa: N802
+    def restartPython(self) -> None:
         self.restarts += 1
 
 
@@ -374,7 +371,7 @@ class NotebookRunner:
         code = compile(text, filename, "exec")
         try:
             exec(code, self.namespace)
-        except BaseException as exc:  # noqa: BLE001 - every failure of a cell fails the run, named
+        except BaseException as exc:
             if isinstance(exc, KeyboardInterrupt):
                 raise
             frames = traceback.extract_tb(exc.__traceback__)[1:]  # from the cell's code on

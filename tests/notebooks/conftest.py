@@ -41,6 +41,13 @@ def optional_services() -> dict[str, str | None]:
 
 
 @pytest.fixture(scope="module")
+def mesh_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
+    """The plain sandbox, per module (overrides the session one: no server threads outlive the module)."""
+    with Sandbox(tmp_path_factory.mktemp("mesh-sandbox")) as sandbox:
+        yield sandbox
+
+
+@pytest.fixture(scope="module")
 def notebook_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     """echo, results, artifacts, plus mlflow and mlflow-scoring where installed; stopped after the module."""
     extra = tuple(name for name, missing in optional_services().items() if missing is None)

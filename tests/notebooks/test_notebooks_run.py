@@ -79,7 +79,7 @@ def test_02_spark_executors(notebook_sandbox: Sandbox, spark: Any) -> None:
 
 
 def _needs(service: str) -> None:
-    from conftest import optional_services  # noqa: PLC0415 - the directory's conftest
+    from conftest import optional_services
 
     missing = optional_services()[service]
     if missing:
