@@ -15,6 +15,10 @@ from meshclient_sandbox.notebook_runner import Cell, NotebookDbutils, NotebookRu
 from meshclient_sandbox.runner import Sandbox
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
+pytestmark = [  # pyspark 4 on pandas 3: noise about pandas support, not about the notebooks
+    pytest.mark.filterwarnings("ignore:PySpark does not yet fully support pandas:FutureWarning"),
+    pytest.mark.filterwarnings("ignore:The copy keyword is deprecated"),
+]
 
 
 def dbutils_for(sandbox: Sandbox, **widgets: str) -> NotebookDbutils:
