@@ -9,7 +9,7 @@ BIN      := $(VENV)/bin
 STAMP    := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
-.PHONY: help venv mlflow model-servers test unit lint typecheck demo bench compat compat-15.4 compat-17.3 compat-3.13 wheel clean
+.PHONY: help wheels venv mlflow model-servers test unit lint typecheck demo bench compat compat-15.4 compat-17.3 compat-3.13 wheel clean
 
 help:
 	@echo "make demo   - run the end-to-end story on a local sandbox mesh"
@@ -17,6 +17,7 @@ help:
 	@echo "make bench  - benchmarks (ratios against hand-written requests)"
 	@echo "make compat - the core suite against Databricks Runtime 15.4 / 17.3 pins and Python 3.13"
 	@echo "make wheel  - build the two wheels (meshclient, meshclient-sandbox) into wheels/"
+	@echo "make wheels - the wheels plus an offline wheelhouse per Databricks runtime (wheels/dbr-*)"
 
 venv: $(STAMP)
 
@@ -104,6 +105,12 @@ compat-3.13: $(MLFLOW) $(MLFLOW_SERVER) $(KSERVE_SERVER)
 wheel: venv
 	rm -rf build sandbox/build
 	$(BIN)/python -m pip wheel --no-deps -w wheels . ./sandbox
+
+# The wheels plus, per runtime in compat/, an offline wheelhouse: what meshclient[databricks] needs that the
+# runtime lacks (pip install --no-index --find-links wheels/dbr-15.4 'meshclient[databricks]' on a cluster).
+wheels: wheel
+	$(BIN)/python scripts/wheelhouse.py compat/dbr-15.4-lts.txt 3.11 wheels/dbr-15.4
+	$(BIN)/python scripts/wheelhouse.py compat/dbr-17.3-lts.txt 3.12 wheels/dbr-17.3
 
 clean:
 	rm -rf $(VENV) .venv-* build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
