@@ -27,7 +27,6 @@ import collections
 import contextlib
 import itertools
 import logging
-import re
 import select
 import selectors
 import socket
@@ -42,6 +41,29 @@ from meshclient.credentials import Credentials
 from meshclient.errors import ConfigurationError, IdentityError
 from meshclient.identity import Identity
 
+from .http1 import (
+    BUFFER_SIZE,
+    SMALL_BUFFER,
+    Gone,
+    LazyBuffer,
+    Reject,
+    RequestHead,
+    Stream,
+    copy_chunked,
+    copy_exact,
+    copy_until_eof,
+    linger_close,
+    parse_head,
+    parse_request,
+    response_framing,
+    send_all,
+    send_or_gone,
+    serialize_head,
+    shutdown_socket,
+    ssl_pending,
+    strip_hop_by_hop,
+    synthetic_response,
+)
 from .policy import ClientInfo, ServerPolicy
 from .tls import build_server_context
 from .transport_header import ALPN_PROTOCOL, SessionProtocol, TransportHeaderError, read_prefaced
@@ -49,25 +71,6 @@ from .transport_header import ALPN_PROTOCOL, SessionProtocol, TransportHeaderErr
 __all__ = ["InboundProxy", "ProxyStats", "client_identity_from_cert", "BUFFER_SIZE"]
 
 log = logging.getLogger("meshclient_sandbox.proxy")
-
-#: Per-connection copy buffer. Memory per connection stays near this whatever the body size.
-BUFFER_SIZE = 256 * 1024
-_MAX_HEAD = 64 * 1024
-_MAX_HEADERS = 256
-_MAX_LINE = 8 * 1024
-_LINGER_BYTES = 64 * 1024 * 1024
-_LINGER_SECONDS = 2.0
-_EARLY_CHECK_BYTES = 1024 * 1024
-_SMALL = 64 * 1024
-
-_TOKEN = re.compile(rb"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-_HEX = re.compile(rb"^[0-9A-Fa-f]{1,15}$")
-_DIGITS = re.compile(rb"^[0-9]{1,18}$")
-_HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"te", b"upgrade"})
-_FRAMING = frozenset({b"transfer-encoding", b"content-length", b"host"})
-_REASONS = {400: b"Bad Request", 403: b"Forbidden", 417: b"Expectation Failed", 431: b"Request Header Fields Too Large",
-            501: b"Not Implemented", 502: b"Bad Gateway", 504: b"Gateway Timeout", 505: b"HTTP Version Not Supported"}
-
 
 def client_identity_from_cert(cert: Mapping[str, Any] | None) -> Identity | None:
     """The client identity Linkerd derives from a verified leaf: its first DNS or URI SAN.
@@ -99,350 +102,6 @@ class ProxyStats:
     upstream_errors: int = 0
 
 
-# -- I/O helpers ------------------------------------------------------------------------------
-class _Gone(Exception):
-    """A peer went away or failed; ``side`` says which end of a copy ("src" or "dst")."""
-
-    def __init__(self, side: str, detail: str = "") -> None:
-        super().__init__(f"{side}: {detail}")
-        self.side = side
-
-
-class _Reject(Exception):
-    """A request the proxy answers itself (bad framing, unreachable app, ...), then closes."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-class _Stream:
-    """A socket with a small read buffer: head and line reads for framing, ``readinto`` for bodies."""
-
-    __slots__ = ("sock", "buf")
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.buf = bytearray()
-
-    def _recv(self) -> bytes:
-        try:
-            return self.sock.recv(_SMALL)
-        except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
-            return b""
-
-    def read_head(self) -> bytes | None:
-        """One message head through its blank line; ``None`` on a clean close between messages."""
-        start = 0
-        while True:
-            if start == 0:
-                while self.buf[:2] == b"\r\n":  # RFC 9112 §2.2: ignore empty lines before a request
-                    del self.buf[:2]
-            idx = self.buf.find(b"\r\n\r\n", start)
-            if idx + 4 > _MAX_HEAD:
-                raise _Reject(431, "request head too large")
-            if idx >= 0:
-                head = bytes(self.buf[: idx + 4])
-                del self.buf[: idx + 4]
-                return head
-            if len(self.buf) > _MAX_HEAD:
-                raise _Reject(431, "request head too large")
-            start = max(0, len(self.buf) - 3)
-            data = self._recv()
-            if not data:
-                if not self.buf:
-                    return None
-                raise _Gone("src", "connection closed inside a message head")
-            self.buf += data
-
-    def read_line(self) -> bytes:
-        """One CRLF-terminated line (chunk sizes, trailers), without its terminator."""
-        start = 0
-        while True:
-            idx = self.buf.find(b"\n", start)
-            if idx >= 0:
-                line = bytes(self.buf[:idx])
-                del self.buf[: idx + 1]
-                return line[:-1] if line.endswith(b"\r") else line
-            if len(self.buf) > _MAX_LINE:
-                raise _Gone("src", "line too long")
-            start = len(self.buf)
-            data = self._recv()
-            if not data:
-                raise _Gone("src", "connection closed inside a chunked body")
-            self.buf += data
-
-    def read_exact(self, n: int) -> bytes:
-        while len(self.buf) < n:
-            data = self._recv()
-            if not data:
-                raise _Gone("src", "connection closed early")
-            self.buf += data
-        out = bytes(self.buf[:n])
-        del self.buf[:n]
-        return out
-
-    def readinto(self, view: memoryview) -> int:
-        if self.buf:
-            n = min(len(self.buf), len(view))
-            view[:n] = self.buf[:n]
-            del self.buf[:n]
-            return n
-        try:
-            return self.sock.recv_into(view)
-        except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
-            return 0
-
-    def readable_now(self) -> bool:
-        """Data (or EOF) is waiting: used to notice an app answering before the upload ends."""
-        if self.buf:
-            return True
-        try:
-            ready, _, _ = select.select([self.sock], [], [], 0)
-        except (OSError, ValueError):
-            return True
-        return bool(ready)
-
-
-def _send(dst: _Stream, data: bytes | memoryview) -> None:
-    try:
-        dst.sock.sendall(data)
-    except OSError as exc:
-        raise _Gone("dst", str(exc)) from None
-
-
-def _read_into(src: _Stream, view: memoryview) -> int:
-    try:
-        n = src.readinto(view)
-    except OSError as exc:
-        raise _Gone("src", str(exc)) from None
-    if n == 0:
-        raise _Gone("src", "connection closed inside a body")
-    return n
-
-
-def _copy_exact(src: _Stream, dst: _Stream, n: int, view: memoryview, prefix: bytes = b"",
-                watch: _Stream | None = None) -> bool:
-    """Copy ``n`` bytes, ``prefix`` first; return False if ``watch`` became readable (early answer)."""
-    since_check = 0
-    while n > 0:
-        k = _read_into(src, view[: min(n, len(view))])
-        if prefix:
-            if k <= _SMALL:
-                _send(dst, prefix + view[:k].tobytes())
-            else:
-                _send(dst, prefix)
-                _send(dst, view[:k])
-            prefix = b""
-        else:
-            _send(dst, view[:k])
-        n -= k
-        if watch is not None:
-            since_check += k
-            if since_check >= _EARLY_CHECK_BYTES:
-                since_check = 0
-                if watch.readable_now():
-                    return False
-    if prefix:
-        _send(dst, prefix)
-    return True
-
-
-def _copy_chunked(src: _Stream, dst: _Stream, view: memoryview, prefix: bytes = b"",
-                  watch: _Stream | None = None) -> bool:
-    """Copy a chunked body verbatim (sizes, extensions, trailers), validating its framing."""
-    pending = prefix
-    while True:
-        line = _read_line(src)
-        size_text = line.split(b";", 1)[0].strip(b" \t")
-        if not _HEX.match(size_text):
-            raise _Gone("src", "invalid chunk size")
-        size = int(size_text, 16)
-        pending += line + b"\r\n"
-        if size == 0:
-            trailers = bytearray()
-            while True:
-                t = _read_line(src)
-                trailers += t + b"\r\n"
-                if not t:
-                    break
-                if len(trailers) > _MAX_HEAD:
-                    raise _Gone("src", "trailers too large")
-            _send(dst, pending + bytes(trailers))
-            return True
-        if not _copy_exact(src, dst, size, view, pending, watch):
-            return False
-        if _read_line(src) != b"":
-            raise _Gone("src", "chunk data not followed by CRLF")
-        pending = b"\r\n"
-
-
-def _read_line(src: _Stream) -> bytes:
-    try:
-        return src.read_line()
-    except OSError as exc:
-        raise _Gone("src", str(exc)) from None
-
-
-def _copy_until_eof(src: _Stream, dst: _Stream, view: memoryview, chunked: bool) -> None:
-    """Copy until the app closes; re-framed as chunked for HTTP/1.1 clients so they can keep the connection."""
-    while True:
-        try:
-            k = src.readinto(view)
-        except OSError as exc:
-            raise _Gone("src", str(exc)) from None
-        if k == 0:
-            if chunked:
-                _send(dst, b"0\r\n\r\n")
-            return
-        if not chunked:
-            _send(dst, view[:k])
-        elif k <= _SMALL:
-            _send(dst, b"%x\r\n" % k + view[:k].tobytes() + b"\r\n")
-        else:
-            _send(dst, b"%x\r\n" % k)
-            _send(dst, view[:k])
-            _send(dst, b"\r\n")
-
-
-class _LazyBuffer:
-    """The per-connection copy buffer, allocated on the first body (most requests have none)."""
-
-    __slots__ = ("_view",)
-
-    def __init__(self) -> None:
-        self._view: memoryview | None = None
-
-    def get(self) -> memoryview:
-        if self._view is None:
-            self._view = memoryview(bytearray(BUFFER_SIZE))
-        return self._view
-
-
-# -- HTTP/1.1 messages ------------------------------------------------------------------------
-@dataclass
-class _Head:
-    """A parsed request or response head; header names keep their case, values are stripped."""
-
-    start: bytes
-    headers: list[tuple[bytes, bytes]]
-
-    def values(self, name: bytes) -> list[bytes]:
-        return [v for n, v in self.headers if n.lower() == name]
-
-    def tokens(self, name: bytes) -> set[bytes]:
-        return {t.strip().lower() for v in self.values(name) for t in v.split(b",") if t.strip()}
-
-
-def _parse_head(head: bytes, status_on_error: int) -> _Head:
-    lines = head[:-4].split(b"\r\n")
-    if len(lines) - 1 > _MAX_HEADERS:
-        raise _Reject(431, "too many header fields")
-    headers: list[tuple[bytes, bytes]] = []
-    for line in lines[1:]:
-        name, sep, value = line.partition(b":")
-        if not sep or not _TOKEN.match(name):
-            raise _Reject(status_on_error, "malformed header field")
-        value = value.strip(b" \t")
-        if b"\r" in value or b"\n" in value or b"\0" in value:
-            raise _Reject(status_on_error, "invalid character in a header value")
-        headers.append((name, value))
-    return _Head(lines[0], headers)
-
-
-@dataclass
-class _RequestHead:
-    head: _Head
-    method: bytes
-    target: bytes
-    version: bytes
-    framing: str  # "none" | "length" | "chunked"
-    length: int
-    keep_alive: bool
-    expect_continue: bool
-
-
-def _parse_request(raw: bytes) -> _RequestHead:
-    head = _parse_head(raw, 400)
-    parts = head.start.split(b" ")
-    if len(parts) != 3 or not _TOKEN.match(parts[0]) or not parts[1]:
-        raise _Reject(400, "malformed request line")
-    method, target, version = parts
-    if version not in (b"HTTP/1.1", b"HTTP/1.0"):
-        raise _Reject(505, "only HTTP/1.0 and HTTP/1.1 are supported here")
-    framing, length = _request_framing(head, version)
-    connection = head.tokens(b"connection")
-    keep_alive = b"close" not in connection if version == b"HTTP/1.1" else False
-    expect = [v.lower() for v in head.values(b"expect")]
-    if expect and expect != [b"100-continue"]:
-        raise _Reject(417, "unsupported expectation")
-    if b"upgrade" in connection:
-        raise _Reject(501, "protocol upgrades are not supported by the sandbox proxy")
-    return _RequestHead(head, method, target, version, framing, length, keep_alive, bool(expect))
-
-
-def _request_framing(head: _Head, version: bytes) -> tuple[str, int]:
-    """RFC 9112 §6: chunked wins; both or ambiguous lengths are refused (no smuggling)."""
-    te = head.values(b"transfer-encoding")
-    cl = head.values(b"content-length")
-    if te:
-        codings = [c.strip().lower() for v in te for c in v.split(b",") if c.strip()]
-        if version != b"HTTP/1.1" or not codings or codings[-1] != b"chunked" or cl:
-            raise _Reject(400, "invalid Transfer-Encoding")
-        return "chunked", 0
-    if cl:
-        values = {c.strip() for v in cl for c in v.split(b",")}
-        if len(values) != 1:
-            raise _Reject(400, "conflicting Content-Length values")
-        value = values.pop()
-        if not _DIGITS.match(value):
-            raise _Reject(400, "invalid Content-Length")
-        n = int(value)
-        return ("length", n) if n else ("none", 0)
-    return "none", 0
-
-
-def _response_framing(head: _Head, status: int, method: bytes) -> tuple[str, int]:
-    if method == b"HEAD" or status in (204, 304) or 100 <= status < 200:
-        return "none", 0
-    te = head.values(b"transfer-encoding")
-    if te:
-        codings = [c.strip().lower() for v in te for c in v.split(b",") if c.strip()]
-        return ("chunked", 0) if codings and codings[-1] == b"chunked" else ("eof", 0)
-    cl = head.values(b"content-length")
-    if cl:
-        values = {c.strip() for v in cl for c in v.split(b",")}
-        value = values.pop() if len(values) == 1 else b""
-        if not _DIGITS.match(value):
-            raise _Reject(502, "the app sent an invalid Content-Length")
-        return "length", int(value)
-    return "eof", 0
-
-
-def _strip_hop_by_hop(head: _Head) -> list[tuple[bytes, bytes]]:
-    # Connection may name extra hop-by-hop fields, but never the framing ones we forward as they are.
-    drop = _HOP_BY_HOP | (head.tokens(b"connection") - _FRAMING)
-    return [(n, v) for n, v in head.headers if n.lower() not in drop]
-
-
-def _serialize(start: bytes, headers: Iterable[tuple[bytes, bytes]]) -> bytes:
-    return b"\r\n".join([start, *(n + b": " + v for n, v in headers)]) + b"\r\n\r\n"
-
-
-def _synthetic(status: int, message: str, *, body: str = "", close: bool = True) -> bytes:
-    """A response of the proxy's own, shaped like Linkerd's (``l5d-proxy-error``)."""
-    payload = (body or message).encode("utf-8", "replace") + b"\n"
-    headers = [
-        (b"content-type", b"text/plain; charset=utf-8"),
-        (b"content-length", str(len(payload)).encode()),
-        (b"l5d-proxy-error", message.encode("ascii", "replace")),
-    ]
-    if close:
-        headers += [(b"l5d-proxy-connection", b"close"), (b"connection", b"close")]
-    return _serialize(b"HTTP/1.1 %d %s" % (status, _REASONS.get(status, b"Error")), headers) + payload
-
-
 # -- the proxy ---------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class _Listener:
@@ -453,7 +112,7 @@ class _Listener:
 
 @dataclass
 class _Upstream:
-    stream: _Stream | None = None
+    stream: Stream | None = None
     port: int = 0
 
 
@@ -653,7 +312,7 @@ class InboundProxy:
             sockets = list(self._sockets)
             threads = list(self._threads)
         for s in sockets:
-            _shutdown(s)
+            shutdown_socket(s)
         for t in threads:
             t.join(timeout)
         with self._lock:
@@ -737,7 +396,7 @@ class InboundProxy:
                 self._sockets.discard(old)
             if new is not None:
                 if self._stopping.is_set():
-                    _shutdown(new)
+                    shutdown_socket(new)
                 self._sockets.add(new)
 
     def _close(self, sock: socket.socket | None) -> None:
@@ -762,7 +421,7 @@ class InboundProxy:
                 if not first:
                     return
                 if first != b"\x16":  # not a TLS handshake record: Linkerd's no_tls_from_remote
-                    self._serve_http(_Stream(raw), ClientInfo(address=addr[0], tls=False), lst.app_port, upstream)
+                    self._serve_http(Stream(raw), ClientInfo(address=addr[0], tls=False), lst.app_port, upstream)
                     return
             ctx = self._direct_ctx if lst.kind == "direct" else self._transparent_ctx
             assert ctx is not None
@@ -780,7 +439,7 @@ class InboundProxy:
                 with self._stats_lock:  # test hook: which client certificates were verified, in order
                     self.client_serials.append(str(peer["serialNumber"]).upper())
             client = ClientInfo(address=addr[0], tls=True, identity=identity)
-            down = _Stream(tls)
+            down = Stream(tls)
             if lst.kind == "direct":
                 self._direct(down, client, upstream)
             else:
@@ -796,7 +455,7 @@ class InboundProxy:
             with self._lock:
                 self._threads.discard(threading.current_thread())
 
-    def _direct(self, down: _Stream, client: ClientInfo, upstream: _Upstream) -> None:
+    def _direct(self, down: Stream, client: ClientInfo, upstream: _Upstream) -> None:
         """Linkerd's port 4143: ALPN, a client identity, then the transport header."""
         self._count("direct_connections")
         tls = down.sock
@@ -812,7 +471,7 @@ class InboundProxy:
             return
         try:
             header = read_prefaced(down.read_exact)
-        except (TransportHeaderError, _Gone, OSError) as exc:
+        except (TransportHeaderError, Gone, OSError) as exc:
             self._count("refused")
             log.info("direct connection from '%s' refused: transport header required (%s)", client.identity, exc)
             return
@@ -836,7 +495,7 @@ class InboundProxy:
             log.info("direct connection from '%s' refused: HTTP/2 is not supported by the sandbox proxy",
                      client.identity)
 
-    def _tunnel(self, down: _Stream, client: ClientInfo, app_port: int, upstream: _Upstream) -> None:
+    def _tunnel(self, down: Stream, client: ClientInfo, app_port: int, upstream: _Upstream) -> None:
         """An opaque session: policy once per connection, then bytes both ways."""
         decision = self.policy_for(app_port).check(client, server=self.identity.value)
         if not decision.allowed:
@@ -845,7 +504,7 @@ class InboundProxy:
             return
         try:
             up = self._connect(app_port)
-        except _Reject as exc:
+        except Reject as exc:
             log.info("opaque connection to app port %d failed: %s", app_port, exc.message)
             return
         upstream.stream = up
@@ -854,7 +513,7 @@ class InboundProxy:
         down_open = True
         while not self._stopping.is_set():
             ready: list[Any] = []
-            if down_open and (down.buf or _pending(down.sock)):
+            if down_open and (down.buf or ssl_pending(down.sock)):
                 ready = [down.sock]
             if not ready:
                 watched = [down.sock, up.sock] if down_open else [up.sock]
@@ -887,21 +546,21 @@ class InboundProxy:
                 except OSError:
                     return
 
-    def _connect(self, app_port: int) -> _Stream:
+    def _connect(self, app_port: int) -> Stream:
         try:
             sock = socket.create_connection((self.app_host, app_port), timeout=self.connect_timeout)
         except OSError as exc:
             self._count("upstream_errors")
             reason = exc.strerror or type(exc).__name__
-            raise _Reject(502, f"connect error to app port {app_port}: {reason}") from None
+            raise Reject(502, f"connect error to app port {app_port}: {reason}") from None
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.settimeout(self.io_timeout)
         self._track(None, sock)
-        return _Stream(sock)
+        return Stream(sock)
 
-    def _serve_http(self, down: _Stream, client: ClientInfo, app_port: int, upstream: _Upstream) -> None:
+    def _serve_http(self, down: Stream, client: ClientInfo, app_port: int, upstream: _Upstream) -> None:
         """HTTP/1.1 requests on one client connection, each authorized, then forwarded."""
-        buffer = _LazyBuffer()
+        buffer = LazyBuffer()
         while not self._stopping.is_set():
             down.sock.settimeout(self.idle_timeout)
             try:
@@ -909,11 +568,11 @@ class InboundProxy:
                 if raw is None:
                     return
                 down.sock.settimeout(self.io_timeout)
-                req = _parse_request(raw)
-            except _Reject as exc:
+                req = parse_request(raw)
+            except Reject as exc:
                 self._reject(down, exc.status, exc.message, linger=True)
                 return
-            except (_Gone, OSError):
+            except (Gone, OSError):
                 return
             self._count("requests")
             decision = self.policy_for(app_port).check(client, server=self.identity.value)
@@ -924,28 +583,28 @@ class InboundProxy:
                 return
             try:
                 keep = self._exchange(down, req, client, app_port, upstream, buffer)
-            except _Reject as exc:
+            except Reject as exc:
                 self._reject(down, exc.status, exc.message, linger=True)
                 return
-            except (_Gone, OSError):
+            except (Gone, OSError):
                 return
             if not keep:
                 return
 
-    def _reject(self, down: _Stream, status: int, message: str, *, body: str = "", linger: bool = False) -> None:
+    def _reject(self, down: Stream, status: int, message: str, *, body: str = "", linger: bool = False) -> None:
         with contextlib.suppress(OSError):
-            down.sock.sendall(_synthetic(status, message, body=body))
+            down.sock.sendall(synthetic_response(status, message, body=body))
             if linger:
-                _linger(down)
+                linger_close(down)
 
-    def _exchange(self, down: _Stream, req: _RequestHead, client: ClientInfo, app_port: int,
-                  upstream: _Upstream, buffer: _LazyBuffer) -> bool:
+    def _exchange(self, down: Stream, req: RequestHead, client: ClientInfo, app_port: int,
+                  upstream: _Upstream, buffer: LazyBuffer) -> bool:
         """Forward one request and its response; return whether both connections stay open."""
-        headers = [(n, v) for n, v in _strip_hop_by_hop(req.head)
+        headers = [(n, v) for n, v in strip_hop_by_hop(req.head)
                    if n.lower() != b"l5d-client-id" and not (req.expect_continue and n.lower() == b"expect")]
         if client.identity is not None:
             headers.append((b"l5d-client-id", client.identity.value.encode("ascii")))
-        head = _serialize(req.head.start, headers)
+        head = serialize_head(req.head.start, headers)
 
         if upstream.stream is not None and (upstream.port != app_port or upstream.stream.readable_now()):
             # another app, or the kept-alive app connection was closed (or sent garbage) while idle
@@ -955,34 +614,34 @@ class InboundProxy:
         up = upstream.stream or self._connect(app_port)
         upstream.stream, upstream.port = up, app_port
         if req.expect_continue:
-            _send_or_gone(down, b"HTTP/1.1 100 Continue\r\n\r\n")
+            send_or_gone(down, b"HTTP/1.1 100 Continue\r\n\r\n")
 
         # A small body already buffered goes out with the head in one write.
         prefix = head
-        if req.framing == "length" and req.length <= len(down.buf) and req.length <= _SMALL:
+        if req.framing == "length" and req.length <= len(down.buf) and req.length <= SMALL_BUFFER:
             prefix = head + bytes(down.buf[: req.length])
             del down.buf[: req.length]
             req.framing = "none"
         try:
-            _send(up, prefix)
-        except _Gone:
+            send_all(up, prefix)
+        except Gone:
             if not reused:
-                raise _Reject(502, "connection to the app failed while sending the request") from None
+                raise Reject(502, "connection to the app failed while sending the request") from None
             self._close(up.sock)
             up = self._connect(app_port)
             upstream.stream = up
             try:
-                _send(up, prefix)
-            except _Gone:
-                raise _Reject(502, "connection to the app failed while sending the request") from None
+                send_all(up, prefix)
+            except Gone:
+                raise Reject(502, "connection to the app failed while sending the request") from None
 
         complete = True
         try:
             if req.framing == "length":
-                complete = _copy_exact(down, up, req.length, buffer.get(), watch=up)
+                complete = copy_exact(down, up, req.length, buffer.get(), watch=up)
             elif req.framing == "chunked":
-                complete = _copy_chunked(down, up, buffer.get(), watch=up)
-        except _Gone as gone:
+                complete = copy_chunked(down, up, buffer.get(), watch=up)
+        except Gone as gone:
             if gone.side == "src":  # the client went away mid-upload: nothing to answer
                 return False
             complete = False  # the app stopped reading: it may have answered early
@@ -990,18 +649,18 @@ class InboundProxy:
                                     retry_ok=reused and req.framing == "none", app_port=app_port,
                                     resend=prefix)
 
-    def _relay_response(self, down: _Stream, up: _Stream, req: _RequestHead, upstream: _Upstream,
-                        complete: bool, buffer: _LazyBuffer, *, retry_ok: bool, app_port: int,
+    def _relay_response(self, down: Stream, up: Stream, req: RequestHead, upstream: _Upstream,
+                        complete: bool, buffer: LazyBuffer, *, retry_ok: bool, app_port: int,
                         resend: bytes) -> bool:
         while True:
             try:
                 raw = up.read_head()
-            except _Reject:
-                raise _Reject(502, "the app sent a response head over 64 KiB") from None
+            except Reject:
+                raise Reject(502, "the app sent a response head over 64 KiB") from None
             except TimeoutError:
                 self._count("upstream_errors")
-                raise _Reject(504, f"the app on port {app_port} did not answer in time") from None
-            except (_Gone, OSError):
+                raise Reject(504, f"the app on port {app_port} did not answer in time") from None
+            except (Gone, OSError):
                 raw = None
             if raw is None:
                 if retry_ok:  # a kept-alive app connection closed under us: once more on a new one
@@ -1010,29 +669,29 @@ class InboundProxy:
                     up = self._connect(app_port)
                     upstream.stream = up
                     try:
-                        _send(up, resend)
-                    except _Gone:
-                        raise _Reject(502, "connection to the app failed while sending the request") from None
+                        send_all(up, resend)
+                    except Gone:
+                        raise Reject(502, "connection to the app failed while sending the request") from None
                     continue
                 self._count("upstream_errors")
-                raise _Reject(502, "connection closed by the app before a response")
-            resp = _parse_head(raw, 502)
+                raise Reject(502, "connection closed by the app before a response")
+            resp = parse_head(raw, 502)
             parts = resp.start.split(b" ", 2)
             if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
-                raise _Reject(502, "the app sent a malformed status line")
+                raise Reject(502, "the app sent a malformed status line")
             status = int(parts[1])
             if 100 <= status < 200:
                 if status == 101:
-                    raise _Reject(502, "the app switched protocols, which the sandbox proxy does not relay")
-                _send_or_gone(down, _serialize(resp.start, _strip_hop_by_hop(resp)))
+                    raise Reject(502, "the app switched protocols, which the sandbox proxy does not relay")
+                send_or_gone(down, serialize_head(resp.start, strip_hop_by_hop(resp)))
                 continue
             break
 
-        framing, length = _response_framing(resp, status, req.method)
+        framing, length = response_framing(resp, status, req.method)
         up_keep = (parts[0] == b"HTTP/1.1" and b"close" not in resp.tokens(b"connection")
                    and framing != "eof" and complete)
         down_keep = req.keep_alive and complete
-        headers = _strip_hop_by_hop(resp)
+        headers = strip_hop_by_hop(resp)
         rechunk = framing == "eof" and req.version == b"HTTP/1.1"
         if rechunk:
             headers.append((b"transfer-encoding", b"chunked"))
@@ -1040,23 +699,23 @@ class InboundProxy:
             down_keep = False
         if not down_keep:
             headers.append((b"connection", b"close"))
-        out_head = _serialize(resp.start, headers)
+        out_head = serialize_head(resp.start, headers)
 
         try:
             if framing == "none":
-                _send(down, out_head)
-            elif framing == "length" and length <= len(up.buf) and length <= _SMALL:
+                send_all(down, out_head)
+            elif framing == "length" and length <= len(up.buf) and length <= SMALL_BUFFER:
                 body = bytes(up.buf[:length])
                 del up.buf[:length]
-                _send(down, out_head + body)
+                send_all(down, out_head + body)
             elif framing == "length":
-                _copy_exact(up, down, length, buffer.get(), out_head)
+                copy_exact(up, down, length, buffer.get(), out_head)
             elif framing == "chunked":
-                _copy_chunked(up, down, buffer.get(), out_head)
+                copy_chunked(up, down, buffer.get(), out_head)
             else:
-                _send(down, out_head)
-                _copy_until_eof(up, down, buffer.get(), chunked=rechunk)
-        except _Gone as gone:
+                send_all(down, out_head)
+                copy_until_eof(up, down, buffer.get(), chunked=rechunk)
+        except Gone as gone:
             if gone.side == "src":
                 self._count("upstream_errors")
                 log.info("the app on port %d failed mid-response; closing the client connection", app_port)
@@ -1065,43 +724,7 @@ class InboundProxy:
             self._close(up.sock)
             upstream.stream = None
         if not complete:
-            _linger(down)
+            linger_close(down)
         return down_keep
 
 
-def _send_or_gone(dst: _Stream, data: bytes) -> None:
-    try:
-        dst.sock.sendall(data)
-    except OSError:
-        raise _Gone("down", "client went away") from None
-
-
-def _pending(sock: socket.socket) -> int:
-    """Decrypted bytes an SSL socket holds that ``select`` cannot see."""
-    return sock.pending() if isinstance(sock, ssl.SSLSocket) else 0
-
-
-def _shutdown(sock: socket.socket) -> None:
-    """Wake any thread blocked on ``sock`` (TLS or not) without touching its TLS state."""
-    with contextlib.suppress(OSError, ValueError):
-        socket.socket.shutdown(sock, socket.SHUT_RDWR)
-
-
-def _linger(down: _Stream) -> None:
-    """Read and drop what the client still sends for a while, so it can read our answer.
-
-    Closing with unread input makes the kernel send RST, and a client still uploading would
-    then lose the response (nginx's lingering_close).
-    """
-    try:
-        socket.socket.shutdown(down.sock, socket.SHUT_WR)  # FIN now: the client sees the end of our answer
-        down.sock.settimeout(_LINGER_SECONDS)
-        view = memoryview(bytearray(_SMALL))
-        total = 0
-        while total < _LINGER_BYTES:
-            n = down.readinto(view)
-            if not n:
-                break
-            total += n
-    except (OSError, ValueError):
-        pass
