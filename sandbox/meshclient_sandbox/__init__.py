@@ -21,7 +21,7 @@ __all__ = [
 _WHERE = {
     "Sandbox": "runner", "SandboxSettings": "runner", "SandboxPKI": "pki", "IssuedLeaf": "pki",
     "InboundProxy": "proxy", "ServerPolicy": "policy", "EchoApp": "apps", "ArtifactStore": "apps",
-    "ResultsSink": "apps", "OIDCIssuer": "oidc", "TokenValidator": "oidc", "WorkspaceEmulator": "workspace",
+    "ResultsSink": "apps", "OIDCIssuer": "oidc", "TokenValidator": "token_validator", "WorkspaceEmulator": "workspace",
     "NginxPeer": "nginx", "StunnelPeer": "stunnel",
 }
 

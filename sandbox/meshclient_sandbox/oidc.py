@@ -13,28 +13,17 @@ code, and everything listens on loopback only.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import hmac
 import logging
 import threading
 import time
-import urllib.parse
 import uuid
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 
-import requests
 from cryptography.hazmat.primitives.asymmetric import ec
-
-from meshclient.errors import MeshError
 
 from .httpserver import ApiRequest, HTTPError, Response, SandboxHTTPServer
 from .jose import (
-    JWKS,
     JWTError,
     KeySet,
     public_jwk,
@@ -44,6 +33,14 @@ from .jose import (
     unverified_header,
     verify_jwt,
 )
+from .oidc_clients import (
+    CLIENT_ASSERTION_TYPE_JWT_BEARER,
+    ClientAuthentication,
+    OAuthError,
+    RegisteredClient,
+    hash_secret,
+)
+from .token_validator import IssuerUnavailableError, TokenValidator
 
 __all__ = [
     "OIDCIssuer",
@@ -62,7 +59,6 @@ logger = logging.getLogger("meshclient_sandbox.oidc")
 
 GRANT_CLIENT_CREDENTIALS = "client_credentials"
 GRANT_TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
-CLIENT_ASSERTION_TYPE_JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 TOKEN_TYPE_ACCESS_TOKEN = "urn:ietf:params:oauth:token-type:access_token"
 TOKEN_TYPE_JWT = "urn:ietf:params:oauth:token-type:jwt"
 TOKEN_TYPE_ID_TOKEN = "urn:ietf:params:oauth:token-type:id_token"
@@ -75,47 +71,6 @@ _OAUTH_ERRORS = frozenset({
     "invalid_request", "invalid_client", "invalid_grant", "unauthorized_client", "unsupported_grant_type",
     "invalid_scope", "invalid_target", "temporarily_unavailable", "server_error",
 })
-
-
-class IssuerUnavailableError(MeshError):
-    """The issuer's discovery document or JWKS could not be fetched."""
-
-
-def _hash_secret(secret: str) -> bytes:
-    return hashlib.sha256(secret.encode("utf-8")).digest()
-
-
-@dataclass(frozen=True)
-class RegisteredClient:
-    """A client the issuer knows. Holds a hash of the secret, never the secret."""
-
-    client_id: str
-    audiences: tuple[str, ...]
-    scopes: tuple[str, ...] = ()
-    public_keys: JWKS | None = None
-    token_lifetime: float | None = None
-    _secret_hash: bytes | None = field(default=None, repr=False, compare=False)
-
-    @property
-    def auth_methods(self) -> tuple[str, ...]:
-        methods: list[str] = []
-        if self._secret_hash is not None:
-            methods += ["client_secret_basic", "client_secret_post"]
-        if self.public_keys is not None:
-            methods.append("private_key_jwt")
-        return tuple(methods)
-
-    def check_secret(self, secret: str) -> bool:
-        return self._secret_hash is not None and hmac.compare_digest(self._secret_hash, _hash_secret(secret))
-
-
-class _OAuthError(Exception):
-    """An RFC 6749 §5.2 error response, raised inside the token endpoint."""
-
-    def __init__(self, error: str, description: str, status: int = 400, headers: Mapping[str, str] | None = None):
-        self.error, self.description, self.status = error, description, status
-        self.headers = dict(headers or {})
-        super().__init__(f"{error}: {description}")
 
 
 class _Trusted:
@@ -131,7 +86,7 @@ class _Trusted:
         self.issuer, self.keys, self.audience, self.validator = issuer, keys, audience, validator
 
 
-class OIDCIssuer(SandboxHTTPServer):
+class OIDCIssuer(ClientAuthentication, SandboxHTTPServer):
     """An OAuth 2.0 / OIDC issuer on loopback: discovery, JWKS, and ``/token``.
 
     Grants: ``client_credentials`` and RFC 8693 token exchange. Client authentication:
@@ -275,7 +230,7 @@ class OIDCIssuer(SandboxHTTPServer):
             scopes=tuple(scopes),
             public_keys=to_jwks(public_jwk) if public_jwk is not None else None,
             token_lifetime=token_lifetime,
-            _secret_hash=_hash_secret(secret) if secret is not None else None,
+            _secret_hash=hash_secret(secret) if secret is not None else None,
         )
         with self._lock:
             self._clients[client_id] = client
@@ -338,7 +293,7 @@ class OIDCIssuer(SandboxHTTPServer):
             if times is not None:
                 self._outage = (status, retry_after, times - 1) if times > 1 else None
         headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
-        return _oauth_response("temporarily_unavailable", "the issuer is unavailable (sandbox outage)", status, headers)
+        return oauth_response("temporarily_unavailable", "the issuer is unavailable (sandbox outage)", status, headers)
 
     def _take_throttle(self) -> Response | None:
         with self._lock:
@@ -348,7 +303,7 @@ class OIDCIssuer(SandboxHTTPServer):
             if times is not None:
                 self._throttle = (retry_after, times - 1) if times > 1 else None
         headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
-        return _oauth_response("temporarily_unavailable", "too many token requests (sandbox throttle)", 429, headers)
+        return oauth_response("temporarily_unavailable", "too many token requests (sandbox throttle)", 429, headers)
 
     # -- issuing -----------------------------------------------------------------------
 
@@ -403,7 +358,7 @@ class OIDCIssuer(SandboxHTTPServer):
             error = code
         else:
             error = "server_error" if status >= 500 else "not_found" if status == 404 else "invalid_request"
-        return _oauth_response(error, message, status)
+        return oauth_response(error, message, status)
 
     def _discovery(self, request: ApiRequest) -> Response:
         return Response.json(self.discovery_document())
@@ -424,16 +379,16 @@ class OIDCIssuer(SandboxHTTPServer):
             client = self._authenticate(request, form)
             grant = form.get("grant_type")
             if not grant:
-                raise _OAuthError("invalid_request", "grant_type is required")
+                raise OAuthError("invalid_request", "grant_type is required")
             if grant == GRANT_CLIENT_CREDENTIALS:
                 body = self._client_credentials(client, form)
             elif grant == GRANT_TOKEN_EXCHANGE:
                 body = self._token_exchange(client, form, request)
             else:
-                raise _OAuthError("unsupported_grant_type", f"grant_type {grant!r} is not supported by this issuer")
-        except _OAuthError as err:
+                raise OAuthError("unsupported_grant_type", f"grant_type {grant!r} is not supported by this issuer")
+        except OAuthError as err:
             logger.debug("%s: token request rejected: %s (%s)", self.name, err.error, err.description)
-            return _oauth_response(err.error, err.description, err.status, err.headers)
+            return oauth_response(err.error, err.description, err.status, err.headers)
         with self._lock:
             self.tokens_issued += 1
         return Response.json(body, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
@@ -442,104 +397,16 @@ class OIDCIssuer(SandboxHTTPServer):
         try:
             lists = request.form_lists()
         except HTTPError as err:
-            raise _OAuthError("invalid_request", err.message) from None
+            raise OAuthError("invalid_request", err.message) from None
         form: dict[str, str | list[str]] = {}
         for name, values in lists.items():
             if name in _REPEATABLE:
                 form[name] = values
             elif len(values) > 1:
-                raise _OAuthError("invalid_request", f"parameter {name!r} is repeated")
+                raise OAuthError("invalid_request", f"parameter {name!r} is repeated")
             else:
                 form[name] = values[0]
         return form
-
-    # -- client authentication (RFC 6749 §2.3, RFC 7523 §2.2) ----------------------------
-
-    def _authenticate(self, request: ApiRequest, form: Mapping[str, str | list[str]]) -> RegisteredClient:
-        basic = _basic_credentials(request)
-        post_secret = form.get("client_secret")
-        assertion = form.get("client_assertion")
-        form_client_id = form.get("client_id")
-        used = [m for m, present in (("client_secret_basic", basic is not None),
-                                     ("client_secret_post", post_secret is not None),
-                                     ("private_key_jwt", assertion is not None)) if present]
-        if len(used) > 1:
-            raise _OAuthError("invalid_request", f"more than one client authentication method used ({', '.join(used)})")
-        if not used:
-            raise _invalid_client("client authentication is required (client_secret_basic, client_secret_post "
-                                  "or private_key_jwt)")
-        if form_client_id is not None and not isinstance(form_client_id, str):
-            raise _OAuthError("invalid_request", "client_id must be a single value")
-        if basic is not None:
-            client_id, secret = basic
-            if form_client_id is not None and form_client_id != client_id:
-                raise _OAuthError("invalid_request", "client_id in the body differs from the Basic credentials")
-            return self._check_secret(client_id, secret, "client_secret_basic")
-        if post_secret is not None:
-            if not isinstance(form_client_id, str) or not form_client_id:
-                raise _OAuthError("invalid_request", "client_secret_post needs client_id in the body")
-            assert isinstance(post_secret, str)
-            return self._check_secret(form_client_id, post_secret, "client_secret_post")
-        assert isinstance(assertion, str)
-        return self._check_assertion(assertion, form.get("client_assertion_type"), form_client_id)
-
-    def _client(self, client_id: str) -> RegisteredClient:
-        with self._lock:
-            client = self._clients.get(client_id)
-        if client is None:
-            raise _invalid_client(f"unknown client {client_id!r}")
-        return client
-
-    def _check_secret(self, client_id: str, secret: str, method: str) -> RegisteredClient:
-        client = self._client(client_id)
-        if method not in client.auth_methods:
-            raise _invalid_client(f"client {client_id!r} is not registered for {method}")
-        if not client.check_secret(secret):
-            raise _invalid_client(f"wrong client secret for client {client_id!r}")
-        return client
-
-    def _check_assertion(self, assertion: str, assertion_type: object, form_client_id: object) -> RegisteredClient:
-        if assertion_type != CLIENT_ASSERTION_TYPE_JWT_BEARER:
-            raise _OAuthError("invalid_request", f"client_assertion_type must be {CLIENT_ASSERTION_TYPE_JWT_BEARER}")
-        try:
-            peek = unverified_claims(assertion)
-        except JWTError as err:
-            raise _invalid_client(f"client assertion is malformed: {err.message}") from None
-        client_id = peek.get("sub")
-        if not isinstance(client_id, str) or not client_id:
-            raise _invalid_client('client assertion has no "sub" (it must be the client_id)')
-        if form_client_id is not None and form_client_id != client_id:
-            raise _invalid_client("client assertion sub differs from client_id")
-        client = self._client(client_id)
-        if client.public_keys is None:
-            raise _invalid_client(f"client {client_id!r} is not registered for private_key_jwt")
-        now = self.clock()
-        try:
-            claims = verify_jwt(
-                assertion,
-                client.public_keys,
-                issuer=client_id,
-                audience={self.token_url, self.issuer},
-                now=now,
-                leeway=self.leeway,
-                require=("iss", "sub", "aud", "exp", "jti"),
-            )
-        except JWTError as err:
-            raise _invalid_client(f"client assertion rejected: {err.message}") from None
-        if claims["sub"] != client_id:
-            raise _invalid_client("client assertion iss and sub must both be the client_id")
-        exp, jti = float(claims["exp"]), claims["jti"]
-        if not isinstance(jti, str) or not jti:
-            raise _invalid_client('client assertion "jti" must be a non-empty string')
-        if exp > now + self.max_assertion_lifetime + self.leeway:
-            raise _invalid_client(f"client assertion expires more than {self.max_assertion_lifetime:g} s from now")
-        with self._lock:
-            for k in [k for k, v in self._used_jtis.items() if v + self.leeway < now]:
-                del self._used_jtis[k]
-            if (client_id, jti) in self._used_jtis:
-                raise _invalid_client(f"client assertion jti was already used by client {client_id!r} (replay)")
-            self._used_jtis[(client_id, jti)] = exp
-        return client
 
     # -- grants ------------------------------------------------------------------------
 
@@ -547,11 +414,11 @@ class OIDCIssuer(SandboxHTTPServer):
         if requested is None:
             return " ".join(client.scopes)
         if not isinstance(requested, str):
-            raise _OAuthError("invalid_request", "scope must be a single value")
+            raise OAuthError("invalid_request", "scope must be a single value")
         asked = requested.split()
         extra = [s for s in asked if s not in client.scopes]
         if extra:
-            raise _OAuthError("invalid_scope", f"client {client.client_id!r} may not ask for scope {' '.join(extra)!r}")
+            raise OAuthError("invalid_scope", f"client {client.client_id!r} may not ask for scope {' '.join(extra)!r}")
         return " ".join(dict.fromkeys(asked))
 
     def _mint(self, client: RegisteredClient, sub: str, aud: str | list[str], scope: str,
@@ -572,28 +439,28 @@ class OIDCIssuer(SandboxHTTPServer):
         subject_token = form.get("subject_token")
         subject_type = form.get("subject_token_type")
         if not subject_token:
-            raise _OAuthError("invalid_request", "subject_token is required for token exchange")
+            raise OAuthError("invalid_request", "subject_token is required for token exchange")
         if not subject_type:
-            raise _OAuthError("invalid_request", "subject_token_type is required for token exchange")
+            raise OAuthError("invalid_request", "subject_token_type is required for token exchange")
         if subject_type not in _SUBJECT_TOKEN_TYPES:
-            raise _OAuthError("invalid_request", f"subject_token_type {subject_type!r} is not supported; "
+            raise OAuthError("invalid_request", f"subject_token_type {subject_type!r} is not supported; "
                               f"use one of {', '.join(_SUBJECT_TOKEN_TYPES)}")
         if form.get("actor_token") is not None:
-            raise _OAuthError("invalid_request", "actor_token is not supported; the authenticated client is the actor")
+            raise OAuthError("invalid_request", "actor_token is not supported; the authenticated client is the actor")
         requested_type = form.get("requested_token_type") or TOKEN_TYPE_ACCESS_TOKEN
         if requested_type not in _ISSUABLE_TOKEN_TYPES:
-            raise _OAuthError("invalid_request", f"requested_token_type {requested_type!r} cannot be issued; "
+            raise OAuthError("invalid_request", f"requested_token_type {requested_type!r} cannot be issued; "
                               f"use one of {', '.join(_ISSUABLE_TOKEN_TYPES)}")
         subject = self._validate_subject_token(subject_token)
         sub = subject.get("sub")
         if not isinstance(sub, str) or not sub:
-            raise _OAuthError("invalid_grant", "subject token has no sub")
+            raise OAuthError("invalid_grant", "subject token has no sub")
         asked_aud: list[str] = [a for v in form.get("audience", []) for a in v.split()] if form.get("audience") else []
         if form.get("resource"):
-            raise _OAuthError("invalid_target", "the resource parameter is not supported; use audience")
+            raise OAuthError("invalid_target", "the resource parameter is not supported; use audience")
         denied = [a for a in asked_aud if a not in client.audiences]
         if denied:
-            raise _OAuthError("invalid_target", f"client {client.client_id!r} may not obtain tokens for "
+            raise OAuthError("invalid_target", f"client {client.client_id!r} may not obtain tokens for "
                               f"audience {', '.join(denied)}")
         aud: str | list[str] = (asked_aud[0] if len(asked_aud) == 1 else asked_aud) if asked_aud else client.audiences[0]
         scope = self._scope_for(client, form.get("scope"))
@@ -614,7 +481,7 @@ class OIDCIssuer(SandboxHTTPServer):
             iss = unverified_claims(token).get("iss")
             unverified_header(token)
         except JWTError as err:
-            raise _OAuthError("invalid_grant", f"subject token is not a JWT: {err.message}") from None
+            raise OAuthError("invalid_grant", f"subject token is not a JWT: {err.message}") from None
         try:
             if iss == self.issuer:
                 return verify_jwt(token, self.jwks(), issuer=self.issuer, audience=None, now=self.clock(),
@@ -622,194 +489,18 @@ class OIDCIssuer(SandboxHTTPServer):
             with self._lock:
                 trusted = self._trusted.get(iss) if isinstance(iss, str) else None
             if trusted is None:
-                raise _OAuthError("invalid_grant", f"subject token issuer {iss!r} is not trusted by this issuer")
+                raise OAuthError("invalid_grant", f"subject token issuer {iss!r} is not trusted by this issuer")
             if trusted.validator is not None:
                 return trusted.validator.validate(token)
             assert trusted.keys is not None
             return verify_jwt(token, trusted.keys, issuer=trusted.issuer, audience=trusted.audience,
                               now=self.clock(), leeway=self.leeway)
         except JWTError as err:
-            raise _OAuthError("invalid_grant", f"subject token rejected: {err.message}") from None
+            raise OAuthError("invalid_grant", f"subject token rejected: {err.message}") from None
         except IssuerUnavailableError as err:
-            raise _OAuthError("invalid_grant", f"subject token issuer unavailable: {err.message}") from None
+            raise OAuthError("invalid_grant", f"subject token issuer unavailable: {err.message}") from None
 
 
-def _oauth_response(error: str, description: str, status: int, headers: Mapping[str, str] | None = None) -> Response:
+def oauth_response(error: str, description: str, status: int, headers: Mapping[str, str] | None = None) -> Response:
     hdrs = {"Cache-Control": "no-store", "Pragma": "no-cache", **(headers or {})}
     return Response.json({"error": error, "error_description": description}, status, headers=hdrs)
-
-
-def _invalid_client(description: str) -> _OAuthError:
-    return _OAuthError("invalid_client", description, 401, {"WWW-Authenticate": 'Basic realm="meshclient-sandbox"'})
-
-
-def _basic_credentials(request: ApiRequest) -> tuple[str, str] | None:
-    """RFC 6749 §2.3.1: Basic credentials are form-urlencoded before base64."""
-    auth = (request.header("Authorization") or "").strip()
-    scheme, _, value = auth.partition(" ")
-    if scheme.lower() != "basic":
-        return None
-    try:
-        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, ValueError):
-        raise _invalid_client("the Basic authorization header is not valid base64") from None
-    user, sep, password = decoded.partition(":")
-    if not sep:
-        raise _invalid_client("the Basic authorization header has no ':' separator")
-    return urllib.parse.unquote_plus(user), urllib.parse.unquote_plus(password)
-
-
-# ------------------------------------------------------------------------------ validator
-
-
-class TokenValidator:
-    """Validates bearer tokens from one issuer for a resource server (the sandbox apps).
-
-    Fetches the issuer's discovery document and JWKS over HTTP, caches the JWKS and
-    refetches it when a token names an unknown ``kid`` (the issuer rotated) — at most once
-    per ``refetch_interval`` for the same unknown ``kid``, so garbage tokens cannot make
-    it hammer the issuer — and when the cache is older than ``jwks_ttl``.
-
-    ``audience=None`` skips the audience check; only do that when the caller checks it.
-    """
-
-    def __init__(
-        self,
-        issuer: str | OIDCIssuer,
-        audience: str | Collection[str] | None,
-        *,
-        leeway: float = 30.0,
-        required_scopes: Iterable[str] = (),
-        clock: Callable[[], float] = time.time,
-        timeout: float = 5.0,
-        jwks_ttl: float = 300.0,
-        refetch_interval: float = 5.0,
-    ) -> None:
-        self._issuer_obj = issuer if isinstance(issuer, OIDCIssuer) else None
-        self._issuer_str = issuer.rstrip("/") if isinstance(issuer, str) else None
-        self.audience = audience
-        self.leeway = leeway
-        self.required_scopes = tuple(required_scopes)
-        self.clock = clock
-        self.timeout = timeout
-        self.jwks_ttl = jwks_ttl
-        self.refetch_interval = refetch_interval
-        self._lock = threading.Lock()
-        self._jwks: JWKS | None = None
-        self._fetched_at = 0.0
-        self._missed: dict[str, float] = {}
-        self._session: requests.Session | None = None
-        self.fetches = 0
-
-    @property
-    def issuer(self) -> str:
-        if self._issuer_obj is not None:
-            return self._issuer_obj.issuer
-        assert self._issuer_str is not None
-        return self._issuer_str
-
-    def __repr__(self) -> str:
-        return f"<TokenValidator issuer={self.issuer!r} audience={self.audience!r}>"
-
-    def close(self) -> None:
-        with self._lock:
-            if self._session is not None:
-                self._session.close()
-                self._session = None
-
-    def __enter__(self) -> TokenValidator:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    def _get_json(self, url: str) -> Any:
-        if self._session is None:
-            self._session = requests.Session()
-            self._session.trust_env = False  # loopback: never through an HTTP(S)_PROXY
-        try:
-            resp = self._session.get(url, timeout=self.timeout)
-        except requests.RequestException as exc:
-            raise IssuerUnavailableError(
-                f"cannot reach issuer {self.issuer} at {url}: {type(exc).__name__}",
-                hint="Check that the issuer is running.",
-            ) from None
-        if resp.status_code != 200:
-            raise IssuerUnavailableError(f"issuer {self.issuer} answered {resp.status_code} for {url}")
-        try:
-            return resp.json()
-        except ValueError:
-            raise IssuerUnavailableError(f"issuer {self.issuer} sent non-JSON from {url}") from None
-
-    def refresh(self) -> JWKS:
-        """Fetch discovery + JWKS now (normally done on demand)."""
-        with self._lock:
-            return self._fetch_locked()
-
-    def _fetch_locked(self) -> JWKS:
-        issuer = self.issuer
-        doc = self._get_json(f"{issuer}/.well-known/openid-configuration")
-        if not isinstance(doc, dict) or doc.get("issuer") != issuer:
-            raise IssuerUnavailableError(
-                f"discovery document of {issuer} names issuer {doc.get('issuer') if isinstance(doc, dict) else None!r}"
-            )
-        jwks_uri = doc.get("jwks_uri")
-        if not isinstance(jwks_uri, str):
-            raise IssuerUnavailableError(f"discovery document of {issuer} has no jwks_uri")
-        try:
-            jwks = to_jwks(self._get_json(jwks_uri))
-        except JWTError as err:
-            raise IssuerUnavailableError(f"JWKS of {issuer} is unusable: {err.message}") from None
-        self._jwks, self._fetched_at = jwks, time.monotonic()
-        self.fetches += 1
-        return jwks
-
-    def _keys(self, kid: str | None) -> JWKS:
-        with self._lock:
-            now = time.monotonic()
-            jwks = self._jwks
-            if jwks is None or now - self._fetched_at > self.jwks_ttl:
-                return self._fetch_locked()
-            if kid is not None and kid not in jwks.kids:
-                last_miss = self._missed.get(kid)
-                if last_miss is None or now - last_miss > self.refetch_interval:
-                    jwks = self._fetch_locked()
-                    if kid not in jwks.kids:
-                        self._missed[kid] = now
-                        if len(self._missed) > 1024:
-                            self._missed.clear()
-            return jwks
-
-    def validate(self, token: str) -> dict[str, Any]:
-        """The verified claims of ``token``; :class:`~meshclient.jose.JWTError` if it is
-        bad, :class:`IssuerUnavailableError` if the keys cannot be fetched."""
-        kid = unverified_header(token).get("kid")
-        keys = self._keys(kid if isinstance(kid, str) else None)
-        claims = verify_jwt(token, keys, issuer=self.issuer, audience=self.audience, now=self.clock(),
-                            leeway=self.leeway)
-        if self.required_scopes:
-            granted = set(str(claims.get("scope") or "").split())
-            missing = [s for s in self.required_scopes if s not in granted]
-            if missing:
-                sub = claims.get("sub")
-                raise JWTError(f"token for subject {sub!r} lacks scope {' '.join(missing)!r}", reason="scope")
-        return claims
-
-    def validate_authorization(self, authorization: str | None) -> dict[str, Any]:
-        """Validate an ``Authorization`` header value (``Bearer <token>``)."""
-        scheme, _, value = (authorization or "").strip().partition(" ")
-        if scheme.lower() != "bearer" or not value.strip():
-            raise JWTError("no bearer token in the Authorization header", reason="missing",
-                           hint="Send 'Authorization: Bearer <access token>'.")
-        return self.validate(value.strip())
-
-    @staticmethod
-    def challenge(err: JWTError | None = None, *, realm: str = "meshclient-sandbox") -> str:
-        """A ``WWW-Authenticate`` value for a 401/403 (RFC 6750 §3)."""
-        if err is None or err.reason == "missing":
-            return f'Bearer realm="{realm}"'
-        code = "insufficient_scope" if err.reason == "scope" else "invalid_token"
-        desc = err.message.replace("\\", "\\\\").replace('"', "'")
-        return f'Bearer realm="{realm}", error="{code}", error_description="{desc}"'

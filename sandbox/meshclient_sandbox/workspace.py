@@ -39,7 +39,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from .httpserver import ApiRequest, HTTPError, Response, SandboxHTTPServer
 from .jose import JWTError, public_jwk, sign_jwt, verify_jwt
-from .oidc import _basic_credentials, _invalid_client, _oauth_response, _OAuthError
+from .oidc import oauth_response
+from .oidc_clients import OAuthError, basic_credentials, invalid_client
 from .workspace_model import (
     _GROUPS,
     _OAUTH_SCOPES,
@@ -281,31 +282,31 @@ class WorkspaceEmulator(SecretScopeStore, SandboxHTTPServer):
             try:
                 form = request.form()
             except HTTPError as err:
-                raise _OAuthError("invalid_request", err.message) from None
-            basic = _basic_credentials(request)
+                raise OAuthError("invalid_request", err.message) from None
+            basic = basic_credentials(request)
             if basic is not None and "client_secret" in form:
-                raise _OAuthError("invalid_request", "more than one client authentication method used")
+                raise OAuthError("invalid_request", "more than one client authentication method used")
             client_id, secret = basic if basic is not None else (form.get("client_id"), form.get("client_secret"))
             if not client_id or secret is None:
-                raise _invalid_client("client authentication is required (client_secret_basic or client_secret_post)")
+                raise invalid_client("client authentication is required (client_secret_basic or client_secret_post)")
             with self._lock:
                 expected = self._sp_secrets.get(client_id)
             if expected is None:
-                raise _invalid_client(f"unknown client {client_id!r}")
+                raise invalid_client(f"unknown client {client_id!r}")
             if not secrets.compare_digest(expected, _digest(secret)):
-                raise _invalid_client(f"wrong client secret for client {client_id!r}")
+                raise invalid_client(f"wrong client secret for client {client_id!r}")
             grant = form.get("grant_type")
             if not grant:
-                raise _OAuthError("invalid_request", "grant_type is required")
+                raise OAuthError("invalid_request", "grant_type is required")
             if grant != "client_credentials":
-                raise _OAuthError("unsupported_grant_type", f"grant_type {grant!r} is not supported")
+                raise OAuthError("unsupported_grant_type", f"grant_type {grant!r} is not supported")
             scopes = (form.get("scope") or "all-apis").split()
             unknown = [s for s in scopes if s not in _OAUTH_SCOPES]
             if unknown or "all-apis" not in scopes:
-                raise _OAuthError("invalid_scope", f"scope must include all-apis (unknown: {' '.join(unknown) or '-'})")
-        except _OAuthError as err:
+                raise OAuthError("invalid_scope", f"scope must include all-apis (unknown: {' '.join(unknown) or '-'})")
+        except OAuthError as err:
             logger.debug("%s: OAuth token request rejected: %s (%s)", self.name, err.error, err.description)
-            return _oauth_response(err.error, err.description, err.status, err.headers)
+            return oauth_response(err.error, err.description, err.status, err.headers)
         now = self.clock()
         claims = {
             "iss": self.oidc_issuer, "sub": client_id, "aud": self.url, "client_id": client_id,
