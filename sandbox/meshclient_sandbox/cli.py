@@ -11,6 +11,8 @@ from pathlib import Path
 
 from meshclient.cli.common import EXIT_OK, HelpFormatter, UsageError, add_debug_option, positive_seconds
 
+from .services import DEFAULT_SERVICES, SERVICES, missing_for
+
 _HELP = "run the local Linkerd-like mesh in the foreground (writes DIR/sandbox.json)"
 _DESCRIPTION = """\
 Start a local mesh on loopback: three meshed services (echo, results, artifacts), each behind
@@ -43,9 +45,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="what the services do with identities outside --allow (default: deny, answered with "
                    "403 and l5d-proxy-error)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
-    p.add_argument("--with-mlflow", action="store_true",
-                   help="also run a real `mlflow server` (SQLite, --serve-artifacts) behind its own inbound proxy, "
-                   "as service 'mlflow' (needs mlflow installed: pip install mlflow)")
+    p.add_argument("--service", metavar="NAME", action="append", default=[],
+                   help="also run this service behind its own inbound proxy; repeat for more. Known: "
+                   + "; ".join(f"{spec.name}: {spec.summary}" for spec in SERVICES.values()
+                               if spec.name not in DEFAULT_SERVICES))
+    p.add_argument("--with-mlflow", action="store_true", help="the same as --service mlflow")
     add_debug_option(p, default=argparse.SUPPRESS)
     p.set_defaults(func=run)
     actions = p.add_subparsers(dest="sandbox_action", metavar="{wait}")
@@ -87,12 +91,15 @@ def run(args: argparse.Namespace) -> int:
     if not args.host.startswith("127.") and args.host not in ("::1", "localhost"):
         raise UsageError("the sandbox only listens on loopback (127.0.0.0/8 or ::1).")
     services: tuple[str, ...] = SandboxSettings.services
-    if args.with_mlflow:
-        import importlib.util
-
-        if importlib.util.find_spec("mlflow") is None:
-            raise UsageError("--with-mlflow needs mlflow installed in this environment (pip install mlflow).")
-        services = (*services, "mlflow")
+    for name in [*args.service, *(["mlflow"] if args.with_mlflow else [])]:
+        if name not in SERVICES:
+            raise UsageError(f"--service {name!r} is not a sandbox service (known: {', '.join(SERVICES)}).")
+        missing = missing_for(name)
+        if missing:
+            raise UsageError(f"service {name!r} needs {', '.join(missing)} installed here "
+                             f"({SERVICES[name].install_hint}).")
+        if name not in services:
+            services = (*services, name)
     settings = SandboxSettings(
         workdir=_usable_workdir(args.workdir),
         allow=tuple(args.allow) if args.allow else DEFAULT_ALLOW,

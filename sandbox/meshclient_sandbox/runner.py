@@ -1,4 +1,4 @@
-"""``Sandbox``: the whole local mesh — PKI, three meshed services, an OIDC issuer and a
+"""``Sandbox``: the whole local mesh — PKI, the meshed services (``services.py``), an OIDC issuer and a
 Databricks workspace emulator — started together and described in ``sandbox.json``.
 
 ``meshclient sandbox`` runs it in the foreground; tests use :func:`meshclient_sandbox.pytest_plugin.mesh_sandbox`;
@@ -29,11 +29,12 @@ from meshclient.credentials import Credentials
 from meshclient.identity import Identity
 from meshclient.pki import not_after
 
-from .apps import App, ArtifactStore, EchoApp, ResultsSink
+from .apps import App
 from .oidc import OIDCIssuer, TokenValidator
 from .pki import CertificateAuthority, IssuedLeaf, SandboxPKI
 from .policy import ServerPolicy
 from .proxy import InboundProxy
+from .services import DEFAULT_SERVICES, ServiceContext, service_spec
 from .vault import SandboxVault
 from .workspace import WorkspaceEmulator
 
@@ -64,7 +65,7 @@ class SandboxSettings:
     host: str = "127.0.0.1"
     leaf_lifetime: _dt.timedelta = _dt.timedelta(hours=24)
     token_lifetime: float = 600.0
-    services: tuple[str, ...] = ("echo", "results", "artifacts")
+    services: tuple[str, ...] = DEFAULT_SERVICES
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -149,6 +150,8 @@ class Sandbox:
     def start(self) -> Sandbox:
         if self._started:
             return self
+        for name in self.settings.services:  # an unknown name fails before anything starts
+            service_spec(name)
         self.workdir.mkdir(parents=True, exist_ok=True)
         for name in (READY_FILE, "sandbox.json", "env.sh"):  # a reader never takes an old run's files for this one
             with contextlib.suppress(FileNotFoundError):
@@ -236,23 +239,9 @@ class Sandbox:
         self._write_files()
 
     def _make_app(self, name: str, validator: TokenValidator) -> App:
-        host = self.settings.host
-        if name == "echo":
-            return EchoApp(host=host, token_validator=validator.validate)
-        if name == "results":
-            return ResultsSink(self.workdir / "data" / "results", host=host, token_validator=validator.validate)
-        if name == "artifacts":
-            return ArtifactStore(self.workdir / "data" / "artifacts", host=host, token_validator=validator.validate)
-        if name == "mlflow":  # a real `mlflow server` subprocess (needs mlflow installed)
-            from .apps.mlflow_server import MlflowServer
-            return MlflowServer(self.workdir / "data" / "mlflow", host=host,  # type: ignore[return-value]
-                                command=self.settings.extra.get("mlflow_command"))
-        if name in ("mlflow-scoring", "kserve"):  # real model servers from their own venvs (make model-servers)
-            from .apps.model_servers import sandbox_model_server
-
-            return sandbox_model_server("mlflow" if name == "mlflow-scoring" else name, self.workdir,
-                                        self.settings.extra.get(name), host=host)
-        raise ValueError(f"unknown sandbox service {name!r} (known: echo, results, artifacts, mlflow, mlflow-scoring, kserve)")
+        options = dict(self.settings.extra.get(name) or {})
+        context = ServiceContext(self.workdir, self.settings.host, validator.validate, options)
+        return service_spec(name).build(context)
 
     def _write_files(self) -> None:
         _write_private(self.workdir / "sandbox.json", (json.dumps(self.info, indent=2) + "\n").encode())

@@ -48,6 +48,6 @@ def mlflow_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox
     # ".venv/bin/python -m mlflow" when the client side runs under mlflow-skinny (make compat-15.4)
     command = shlex.split(os.environ.get("MESHCLIENT_TEST_MLFLOW_SERVER", "")) or None
     settings = SandboxSettings(tmp_path_factory.mktemp("mlflow-sandbox"), services=("artifacts", "mlflow"),
-                               extra={"mlflow_command": command})
+                               extra={"mlflow": {"command": command}})
     with Sandbox(settings) as sandbox:
         yield sandbox
