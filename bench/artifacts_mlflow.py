@@ -6,8 +6,9 @@ the same tree (200 files of mixed sizes, 300 MiB by default) twice per round:
 * baseline: MLflow's own ``MlflowClient.log_artifacts`` over **plain HTTP** straight to the
   server (its ``HttpArtifactRepository``: one streamed PUT per file, one after the other);
 * meshclient: the same call, ``MlflowClient.log_artifacts``, with the tracking URI
-  ``mesh+https://...`` — mutual TLS through the sandbox's inbound proxy (a Linkerd-like proxy
-  in Python), identity verified, files in parallel (8 workers), each one digest-checked.
+  ``mesh+https://...`` — mutual TLS through an inbound proxy (``--front``: nginx configured like
+  a Linkerd proxy when installed, else the sandbox's Python proxy), identity verified, files in
+  parallel (8 workers), each one digest-checked.
 
 Rounds alternate the order; the figure per side is its best time. Target: meshclient >= 2x faster.
 
@@ -46,18 +47,33 @@ def make_tree(root: Path, files: int, total: int) -> int:
     return written
 
 
-def serve(workdir: Path) -> None:
-    """Child process: the sandbox with the MLflow server behind its inbound proxy, until stdin closes.
+def serve(workdir: Path, front: str) -> None:
+    """Child process: the sandbox with the MLflow server behind an inbound proxy, until stdin closes.
 
-    The proxy is Python; in its own process it does not share the benchmark client's GIL."""
+    ``front`` ``nginx``: nginx configured like a Linkerd inbound proxy (native code, streaming, as the
+    real proxy is); ``sandbox``: the sandbox's own proxy, in Python (in its own process it does not
+    share the benchmark client's GIL, but it costs a core of its own on a small machine)."""
+    import contextlib
     import json
     import sys
 
-    from meshclient_sandbox.runner import Sandbox, SandboxSettings
+    from meshclient.identity import Identity
+    from meshclient_sandbox.nginx import find_nginx
+    from meshclient_sandbox.nginx_proxy import ProxyingNginx
+    from meshclient_sandbox.runner import SERVICE_NAMESPACE, Sandbox, SandboxSettings
 
-    with Sandbox(SandboxSettings(workdir, services=("mlflow",))) as sandbox:
-        info = {**sandbox.info, "mlflow_app": sandbox.apps["mlflow"].url,  # type: ignore[attr-defined]
-                "mlflow_artifacts": str(sandbox.apps["mlflow"].artifacts_dir)}  # type: ignore[attr-defined]
+    with Sandbox(SandboxSettings(workdir, services=("mlflow",))) as sandbox, contextlib.ExitStack() as stack:
+        app = sandbox.apps["mlflow"]
+        info = {**sandbox.info, "mlflow_app": app.url,  # type: ignore[attr-defined]
+                "mlflow_artifacts": str(app.artifacts_dir), "front": "sandbox proxy (Python)"}  # type: ignore[attr-defined]
+        if front == "nginx" or (front == "auto" and find_nginx() is not None):
+            assert sandbox.pki is not None
+            leaf = sandbox.pki.issue(Identity.linkerd("mlflow", SERVICE_NAMESPACE))
+            nginx = stack.enter_context(ProxyingNginx(app.port, cert_chain_pem=leaf.chain_pem, key_pem=leaf.key_pem,
+                                                      client_trust_pem=leaf.trust_anchors_pem,
+                                                      workdir=workdir / "nginx-front", worker_processes=1))
+            info["services"]["mlflow"] = {**info["services"]["mlflow"], "url": nginx.url}
+            info["front"] = "nginx (like a Linkerd inbound proxy)"
         print(json.dumps(info), flush=True)
         sys.stdin.read()
 
@@ -67,10 +83,12 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=200)
     parser.add_argument("--total-mib", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--front", choices=("auto", "nginx", "sandbox"), default="auto",
+                        help="the inbound proxy in front of the server (auto: nginx when installed)")
     parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        serve(args.serve)
+        serve(args.serve, args.front)
         return
 
     from mlflow.tracking import MlflowClient
@@ -87,7 +105,8 @@ def main() -> None:
         import subprocess
         import sys
 
-        server = subprocess.Popen([sys.executable, __file__, "--serve", str(work / "sandbox")], stdin=subprocess.PIPE,
+        server = subprocess.Popen([sys.executable, __file__, "--serve", str(work / "sandbox"), "--front", args.front],
+                                  stdin=subprocess.PIPE,
                                   stdout=subprocess.PIPE, text=True)
         try:
             assert server.stdout is not None and server.stdin is not None
@@ -118,7 +137,8 @@ def main() -> None:
             server.wait(timeout=60)
         mib = total / 2**20
         best = {k: min(v) for k, v in times.items()}
-        print(f"tree: {args.files} files, {mib:.0f} MiB; mlflow server (SQLite, --serve-artifacts) artifacts on {base}")
+        print(f"tree: {args.files} files, {mib:.0f} MiB; mlflow server (SQLite, --serve-artifacts) artifacts on {base}; "
+              f"meshclient through {info['front']}")
         for side, label in (("mlflow", "MLflow log_artifacts, plain HTTP"), ("meshclient", "meshclient, mTLS via proxy")):
             print(f"{label:<34} best {best[side]:.2f} s ({mib / best[side]:.0f} MiB/s)  "
                   f"runs {[round(t, 2) for t in times[side]]}")

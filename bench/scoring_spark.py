@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import re
 import sys
 import tempfile
 import time
@@ -36,7 +35,8 @@ from typing import Any
 
 from meshclient import Credentials, MeshClient
 from meshclient_sandbox.apps.model_servers import MlflowModelServer, model_dir, venv_python
-from meshclient_sandbox.nginx import NginxPeer, find_nginx
+from meshclient_sandbox.nginx import find_nginx
+from meshclient_sandbox.nginx_proxy import ProxyingNginx
 from meshclient_sandbox.pki import SandboxPKI
 from meshclient_sandbox.proxy import InboundProxy
 
@@ -44,26 +44,6 @@ CLIENT_ID = "scorer.ml-team.serviceaccount.identity.linkerd.cluster.local"
 SERVER_ID = "fraud-model.ml-serving.serviceaccount.identity.linkerd.cluster.local"
 COLUMNS = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 NAIVE_TARGET, PLAIN_TARGET = 50.0, 0.8
-
-
-class ProxyingNginx(NginxPeer):
-    """NginxPeer whose catch-all location proxies to the model server (keep-alive upstream)."""
-
-    def __init__(self, upstream_port: int, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.upstream_port = upstream_port
-
-    def config(self) -> str:
-        text = super().config()
-        # Bodies over client_body_buffer_size (default 16k) go to a temp file first, which stalls
-        # each request ~40 ms: keep them in memory, like a Linkerd proxy streams them.
-        upstream = (f"    upstream model {{ server 127.0.0.1:{self.upstream_port}; keepalive 64; }}\n"
-                    "    client_max_body_size 256m;\n    client_body_buffer_size 16m;\n")
-        text = text.replace("    # Default server:", upstream + "    # Default server:", 1)
-        proxied = ("location / {\n            proxy_pass http://model;\n            proxy_http_version 1.1;\n"
-                   "            proxy_set_header Connection \"\";\n"
-                   "            proxy_set_header l5d-client-id $ssl_client_s_dn;\n        }")
-        return re.sub(r"location / \{\n.*?return 200 [^\n]*;\n        \}", proxied, text, flags=re.S)
 
 
 @contextlib.contextmanager
