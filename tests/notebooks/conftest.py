@@ -9,7 +9,6 @@ the long-job notebook sees them refreshed while it runs.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import sys
@@ -18,26 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from notebook_env import TOKEN_LIFETIME, optional_services
 
-from meshclient_sandbox.apps.model_servers import venv_python
 from meshclient_sandbox.runner import Sandbox, SandboxSettings
-
-#: seconds an OIDC token from the sandbox issuer lives (the long-job notebook runs longer than this)
-TOKEN_LIFETIME = 6.0
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "spark: runs a local Spark job (needs pyspark and Java; skipped without)")
-
-
-def optional_services() -> dict[str, str | None]:
-    """Each optional service and why it is missing (``None``: available)."""
-    return {
-        "mlflow": None if importlib.util.find_spec("mlflow") and importlib.util.find_spec("sklearn")
-        else "mlflow and scikit-learn are not installed (make mlflow)",
-        "mlflow-scoring": None if venv_python("mlflow") is not None
-        else "the MLflow scoring server's venv is missing (make model-servers)",
-    }
 
 
 @pytest.fixture(scope="module")

@@ -83,7 +83,7 @@ def test_02_spark_executors(notebook_sandbox: Sandbox, spark: Any) -> None:
 
 
 def _needs(service: str) -> None:
-    from conftest import optional_services
+    from notebook_env import optional_services
 
     missing = optional_services()[service]
     if missing:
@@ -217,7 +217,7 @@ def runner_client(sandbox: Sandbox) -> Any:
 def test_06_rotation_and_tokens(notebook_sandbox: Sandbox) -> None:
     import threading
 
-    from conftest import TOKEN_LIFETIME
+    from notebook_env import TOKEN_LIFETIME
 
     from meshclient_sandbox.runner import CLIENT_IDENTITY
 

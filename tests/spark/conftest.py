@@ -105,6 +105,10 @@ def spark_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkEnv]:
             .config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile=file:{log4j}")
             .getOrCreate()
         )
+        # A JVM started earlier in this process (another directory's Spark tests) ignores the option
+        # above: point its log4j at the file now.
+        jvm = spark.sparkContext._jvm
+        jvm.org.apache.logging.log4j.core.config.Configurator.reconfigure(jvm.java.net.URI.create(f"file:{log4j}"))
         try:
             yield SparkEnv(spark, driver_log, local_dir, worker_logs)
         finally:
