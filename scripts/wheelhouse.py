@@ -49,12 +49,17 @@ def _python(version: str) -> str:
                           text=True).stdout.strip()
 
 
+def _normal(name: str) -> str:
+    """A distribution name as PEP 503 compares them (PyJWT = pyjwt, mlflow_skinny = mlflow-skinny)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
 def runtime_pins(constraints: Path) -> dict[str, str]:
     pins = {}
     for line in constraints.read_text().splitlines():
         m = re.match(r"^([A-Za-z0-9_.-]+)==([^\s;#]+)", line.strip())
         if m:
-            pins[m.group(1).lower().replace("_", "-")] = m.group(2)
+            pins[_normal(m.group(1))] = m.group(2)
     return pins
 
 
@@ -81,6 +86,13 @@ def missing_from_runtime(py: Path, wheel: Path, extras: str, constraints: Path) 
     return [(item["metadata"]["name"], item["metadata"]["version"]) for item in doc["install"]]
 
 
+def to_download(needed: list[tuple[str, str]], constraints: Path) -> list[str]:
+    """``name==version`` of what pip would add, less meshclient (copied in) and every package the constraint
+    file pins: the runtime ships those (the stand-in venv holds only the ``RUNTIME_PACKAGES`` among them)."""
+    shipped = set(runtime_pins(constraints)) | {"meshclient"}
+    return [f"{name}=={version}" for name, version in needed if _normal(name) not in shipped]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("constraints", type=Path)
@@ -96,8 +108,7 @@ def main() -> int:
         old.unlink()
     with tempfile.TemporaryDirectory() as tmp:
         py = runtime_venv(python, args.constraints, Path(tmp) / "runtime")
-        needed = missing_from_runtime(py, wheel, args.extras, args.constraints)
-        others = [f"{n}=={v}" for n, v in needed if n.lower() != "meshclient"]
+        others = to_download(missing_from_runtime(py, wheel, args.extras, args.constraints), args.constraints)
         if others:  # only wheels (a cluster cannot build sdists offline), for the runtime's Python
             subprocess.run([str(py), "-m", "pip", "download", "-q", "--no-deps", "--only-binary", ":all:",
                             "-d", str(args.out), *others], check=True, env=runtime_env())

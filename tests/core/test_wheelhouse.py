@@ -66,3 +66,12 @@ def test_the_wheelhouse_alone_installs_meshclient_on_the_15_4_pins(tmp_path: Pat
     bare = run(tmp_path / "bare" / "bin" / "python", "-m", "pip", "install", "--no-index", "--find-links", house,
                "meshclient[databricks]")
     assert bare.returncode != 0 and "No matching distribution" in bare.stdout + bare.stderr
+
+
+def test_what_a_runtime_pins_is_never_downloaded() -> None:
+    """The constraint file lists what the runtime ships: pandas for meshclient[pandas] on 15.4 is the runtime's."""
+    needed = [("meshclient", "0.1.0"), ("pandas", "1.5.3"), ("PyJWT", "2.3.0"), ("mlflow_skinny", "2.11.4"),
+              ("pytz", "2024.2")]
+    assert _script().to_download(needed, ROOT / "compat" / "dbr-15.4-lts.txt") == ["pytz==2024.2"]
+    assert _script().to_download(needed, ROOT / "compat" / "dbr-17.3-lts.txt") == ["pytz==2024.2"]
+
