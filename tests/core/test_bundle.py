@@ -91,12 +91,43 @@ def test_the_whole_file_validates_against_the_cli_schema(config: dict[str, Any])
     assert _errors(schema, {**config, "bogus_section": {}}), "the schema accepted an unknown top-level section"
 
 
-def test_notebook_tasks_point_at_notebooks_in_the_repository(config: dict[str, Any]) -> None:
+def test_notebook_tasks_point_at_notebooks_inside_the_bundle(config: dict[str, Any]) -> None:
     for job in _jobs(config).values():
         for task in job["tasks"]:
             if "notebook_task" in task:
                 path = (BUNDLE / task["notebook_task"]["notebook_path"]).resolve()
                 assert path.is_file() and path.read_text().startswith("# Databricks notebook source")
+                assert path.is_relative_to(BUNDLE)  # synced with the bundle (no sync.paths outside its root)
+
+
+def _resolve(value: str, variables: dict[str, str]) -> str:
+    return re.sub(r"\$\{var\.([A-Za-z0-9_]+)\}", lambda m: variables[m.group(1)], value)
+
+
+def test_the_notebook_task_runs_with_its_parameters_against_the_sandbox(config: dict[str, Any],
+                                                                        mesh_sandbox: Any,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """The task's base_parameters (variables set to the sandbox's echo service) are exactly the notebook's
+    widgets, and the check passes; pointed at a server with another identity, the task fails."""
+    pytest.importorskip("databricks.sdk")
+    from meshclient_sandbox.notebook_runner import NotebookDbutils, NotebookError, run_notebook
+
+    (task,) = [t for job in _jobs(config).values() for t in job["tasks"] if "notebook_task" in t]
+    echo, ws = mesh_sandbox.service("echo"), mesh_sandbox.info["workspace"]
+    variables = {name: str(spec.get("default", "")) for name, spec in config["variables"].items()}
+    variables.update(secret_scope=ws["secret_scope"], model_endpoint=echo["url"], model_identity=echo["identity"])
+    params = {k: _resolve(str(v), variables) for k, v in task["notebook_task"]["base_parameters"].items()}
+    notebook = (BUNDLE / task["notebook_task"]["notebook_path"]).resolve()
+    before = mesh_sandbox.proxies["echo"].stats.requests
+    run_notebook(notebook, NotebookDbutils.for_workspace(ws["host"], ws["token"], params))
+    out = capsys.readouterr().out
+    assert "[ok]" in out and "[FAIL]" not in out
+    assert mesh_sandbox.proxies["echo"].stats.requests - before == 1  # doctor's GET reached the service
+
+    params["model_identity"] = "fraud-model.ml-serving.serviceaccount.identity.linkerd.cluster.local"
+    with pytest.raises(NotebookError, match="meshclient doctor failed"):
+        run_notebook(notebook, NotebookDbutils.for_workspace(ws["host"], ws["token"], params))
+    assert "[FAIL]" in capsys.readouterr().out
 
 
 def _copy_checkout(dest: Path) -> Path:
