@@ -9,7 +9,7 @@ BIN      := $(VENV)/bin
 STAMP    := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
-.PHONY: help wheels venv mlflow model-servers test unit lint typecheck demo bench compat compat-15.4 compat-17.3 compat-3.13 wheel clean
+.PHONY: help bundle-schema bundle-validate wheels venv mlflow model-servers test unit lint typecheck demo bench compat compat-15.4 compat-17.3 compat-3.13 wheel clean
 
 help:
 	@echo "make demo   - run the end-to-end story on a local sandbox mesh"
@@ -114,3 +114,16 @@ wheels: wheel
 
 clean:
 	rm -rf $(VENV) .venv-* build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
+
+# The bundle against Databricks' own tools, where the Databricks CLI (>= 0.218, the Go binary from the
+# databricks/cli GitHub releases; not on PyPI) is installed. tests/core/test_bundle.py validates
+# bundle/databricks.yml with jsonschema against the schema saved here (else against databricks-bundles' models).
+bundle-schema:
+	@command -v databricks >/dev/null || { echo "bundle-schema needs the Databricks CLI (github.com/databricks/cli releases)"; exit 1; }
+	mkdir -p bundle/.databricks
+	databricks bundle schema > bundle/.databricks/schema.json.tmp && mv bundle/.databricks/schema.json.tmp bundle/.databricks/schema.json
+
+# `bundle validate` resolves the workspace (current user, paths): it needs DATABRICKS_HOST and credentials.
+bundle-validate:
+	@command -v databricks >/dev/null || { echo "bundle-validate needs the Databricks CLI (github.com/databricks/cli releases)"; exit 1; }
+	cd bundle && databricks bundle validate -t dev

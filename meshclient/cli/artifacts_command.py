@@ -36,7 +36,7 @@ from .common import (
 )
 from .request import token_provider
 
-__all__ = ["add_push", "add_pull", "run_push", "run_pull"]
+__all__ = ["add_push", "add_push_options", "add_pull", "run_push", "run_pull"]
 
 _PUSH_DESCRIPTION = """\
 Push PATH (a file, or a directory with everything under it) to --to on the server that must
@@ -83,11 +83,16 @@ def add_push(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("artifacts", help="push a file or a directory tree to a meshed store",
                        description=_PUSH_DESCRIPTION, epilog=_EPILOG, formatter_class=HelpFormatter)
     p.add_argument("path", metavar="PATH", help="a file or a directory")
+    add_push_options(p)
+    p.set_defaults(func=run_push)
+
+
+def add_push_options(p: argparse.ArgumentParser) -> None:
+    """Every ``push artifacts`` option but PATH (the wheel-task entry point takes PATH as ``--path`` too)."""
     p.add_argument("--to", metavar="URL", required=True, help="https:// URL the files go under")
     p.add_argument("--verify", choices=("auto", "read"), default="auto",
                    help="auto: the store's digest, else HEAD/listing sizes; read: read every file back")
     _common(p)
-    p.set_defaults(func=run_push)
 
 
 def add_pull(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -28,7 +28,7 @@ from .common import (
 )
 from .request import token_provider
 
-__all__ = ["add_push", "run_push"]
+__all__ = ["add_push", "add_push_options", "run_push"]
 
 _DESCRIPTION = """\
 Push the rows of FILE (.parquet, .csv or .jsonl) to the results receiver at --to, which must
@@ -51,6 +51,12 @@ def add_push(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("results", help="push a results file to a meshed receiver, exactly once",
                        description=_DESCRIPTION, epilog=_EPILOG, formatter_class=HelpFormatter)
     p.add_argument("file", metavar="FILE", help="a .parquet, .csv or .jsonl file")
+    add_push_options(p)
+    p.set_defaults(func=run_push)
+
+
+def add_push_options(p: argparse.ArgumentParser) -> None:
+    """Every ``push results`` option but FILE (the wheel-task entry point takes FILE as ``--file`` too)."""
     p.add_argument("--to", metavar="URL", required=True, help="the receiver's https:// base URL")
     p.add_argument("--server-identity", metavar="ID", required=True, help="the mesh identity that must serve it")
     p.add_argument("--dataset", metavar="NAME", required=True, help="the dataset the rows go to")
@@ -66,7 +72,6 @@ def add_push(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_token_options(p)
     add_material_options(p)
     add_debug_option(p, default=argparse.SUPPRESS)
-    p.set_defaults(func=run_push)
 
 
 def _show_progress(done: int, total: int) -> None:

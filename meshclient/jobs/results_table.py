@@ -9,7 +9,8 @@ from collections.abc import Sequence
 
 from ..cli.common import EXIT_OK, positive_int
 from ..results.partition import DEFAULT_BATCH_ROWS
-from .spark_job import client_from, job_parser, read_input, run_job, say, spark_session
+from .runner import run_job, say
+from .spark_job import client_from, job_parser, read_input, spark_session
 
 __all__ = ["main"]
 

@@ -20,7 +20,8 @@ import argparse
 from collections.abc import Sequence
 
 from ..cli.common import EXIT_OK, UsageError, positive_int
-from .spark_job import client_from, job_parser, read_input, run_job, say, spark_session
+from .runner import run_job, say
+from .spark_job import client_from, job_parser, read_input, spark_session
 
 __all__ = ["main"]
 

@@ -1,42 +1,68 @@
 """``meshclient-push-artifacts`` and ``meshclient-push-results``: the CLI's ``push`` commands as
-wheel-task entry points. A named-parameters task cannot pass a positional argument, so the
-payload may also be given as ``--path=...`` (artifacts) or ``--file=...`` (results).
-``meshclient-push-results --table=NAME`` (or ``--input-path=PARQUET``) pushes a Spark table exactly
-once through ``meshclient.spark.write_results`` instead of a file.
+wheel-task entry points, with the CLI's own options and ``run_push``. A ``named_parameters`` task
+cannot pass a positional argument, so the payload is also taken as ``--path=...`` (artifacts) or
+``--file=...`` (results), and a missing one is reported under that name. ``meshclient-push-results
+--table=NAME`` (or ``--input-path=PARQUET``) pushes a Spark table exactly once through
+``meshclient.spark.write_results`` instead of a file (``results_table.py``).
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from ..cli.main import main as cli_main
+from ..cli import artifacts_command, results_command
+from ..cli.common import MATERIAL_HELP, HelpFormatter, UsageError
+from .runner import run_job, say
 
-__all__ = ["push_artifacts_main", "push_results_main", "positional_from"]
+__all__ = ["push_artifacts_main", "push_results_main"]
+
+ARTIFACTS = "meshclient-push-artifacts"
+RESULTS = "meshclient-push-results"
 
 
-def positional_from(argv: Sequence[str], option: str) -> list[str]:
-    """``argv`` with ``--option=X`` / ``--option X`` turned into the positional ``X`` (first)."""
-    out: list[str] = []
-    value: str | None = None
-    args = list(argv)
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        if arg.startswith(option + "="):
-            value = arg.split("=", 1)[1]
-        elif arg == option and i + 1 < len(args):
-            value = args[i + 1]
-            i += 1
-        else:
-            out.append(arg)
-        i += 1
-    return ([value] if value is not None else []) + out
+def _parser(prog: str, description: str, payload: str, what: str,
+            add_options: Callable[[argparse.ArgumentParser], None]) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=description, epilog=MATERIAL_HELP,
+                                formatter_class=HelpFormatter)
+    p.add_argument(payload, nargs="?", metavar=payload.upper(), help=f"{what} (or --{payload})")
+    p.add_argument(f"--{payload}", dest=f"{payload}_option", metavar=payload.upper(),
+                   help=f"{what}, as a named parameter")
+    add_options(p)
+    return p
+
+
+def _payload(args: argparse.Namespace, name: str, what: str) -> str:
+    given = [v for v in (getattr(args, name), getattr(args, f"{name}_option")) if v]
+    if not given:
+        raise UsageError(f"the parameter --{name} is required: {what} (named: --{name}=..., or the first "
+                         f"positional parameter)")
+    if len(given) > 1:
+        raise UsageError(f"{what} is given twice (as --{name} and as a positional parameter): give it once")
+    value: str = given[0]
+    setattr(args, name, value)
+    args.no_progress = True  # a job's log is no terminal
+    return value
+
+
+def _push_artifacts(args: argparse.Namespace) -> int:
+    path = _payload(args, "path", "the file or directory to push")
+    say(f"pushing {path} to {args.to} (server identity {args.server_identity}, protocol {args.protocol})")
+    return artifacts_command.run_push(args)
+
+
+def _push_results(args: argparse.Namespace) -> int:
+    file = _payload(args, "file", "the results file (.parquet, .csv or .jsonl) to push")
+    say(f"pushing {file} to {args.to} (server identity {args.server_identity}), dataset {args.dataset}")
+    return results_command.run_push(args)
 
 
 def push_artifacts_main(argv: Sequence[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    return cli_main(["push", "artifacts", *positional_from(args, "--path"), *_quiet(args)])
+    parser = _parser(ARTIFACTS, "Push a file or a directory tree to an artifact store in the Linkerd mesh, every "
+                     "file digest-checked.", "path", "the file or directory to push",
+                     artifacts_command.add_push_options)
+    return run_job(ARTIFACTS, parser, _push_artifacts, argv)
 
 
 def push_results_main(argv: Sequence[str] | None = None) -> int:
@@ -45,9 +71,7 @@ def push_results_main(argv: Sequence[str] | None = None) -> int:
         from .results_table import main as table_main
 
         return table_main(args)
-    return cli_main(["push", "results", *positional_from(args, "--file"), *_quiet(args)])
-
-
-def _quiet(args: Sequence[str]) -> list[str]:
-    """Job logs are not terminals: no progress bar (the CLI only draws one on a terminal anyway)."""
-    return [] if "--no-progress" in args else ["--no-progress"]
+    parser = _parser(RESULTS, "Push a results file to a results receiver in the Linkerd mesh, exactly once "
+                     "(or a Spark table: --table NAME).", "file", "the results file (.parquet, .csv or .jsonl)",
+                     results_command.add_push_options)
+    return run_job(RESULTS, parser, _push_results, args)

@@ -41,20 +41,37 @@ def test_the_wheelhouse_alone_installs_meshclient_on_the_15_4_pins(tmp_path: Pat
     assert (house / wheel.name).is_file()
 
     runtime = wheelhouse.runtime_venv(python, constraints, tmp_path / "runtime")
-    install = subprocess.run([str(runtime), "-m", "pip", "install", "--no-index", "--find-links", str(house),
-                              "meshclient[databricks]"], capture_output=True, text=True)
+    offline = wheelhouse.runtime_env(offline=True)  # no PIP_* settings, no pip.conf (its find-links), no PYTHONPATH
+
+    def run(*cmd: str | Path) -> subprocess.CompletedProcess[str]:  # outside the checkout: "" on sys.path is tmp
+        return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, env=offline, cwd=tmp_path)
+
+    install = run(runtime, "-m", "pip", "install", "--no-index", "--find-links", house, "meshclient[databricks]")
     assert install.returncode == 0, install.stdout[-2000:] + install.stderr[-2000:]
-    check = subprocess.run([str(runtime), "-c", "import meshclient, databricks.sdk, urllib3, cryptography; "
-                            "print(meshclient.__version__, urllib3.__version__, cryptography.__version__)"],
-                           capture_output=True, text=True)
+    assert "Successfully installed meshclient-" in install.stdout, install.stdout[-2000:]
+    check = run(runtime, "-c", "import meshclient, databricks.sdk, urllib3, cryptography; print(meshclient.__version__, "
+                "urllib3.__version__, cryptography.__version__, meshclient.__file__)")
     assert check.returncode == 0, check.stderr
-    assert check.stdout.split()[1:] == ["1.26.16", "41.0.3"]  # the runtime's own, untouched
-    assert subprocess.run([str(runtime), "-m", "pip", "check"], capture_output=True).returncode == 0
-    version = subprocess.run([str(runtime.parent / "meshclient"), "--version"], capture_output=True, text=True)
-    assert version.returncode == 0 and version.stdout.startswith("meshclient ")
+    version, urllib3, cryptography, where = check.stdout.split()
+    assert [urllib3, cryptography] == ["1.26.16", "41.0.3"]  # the runtime's own, untouched
+    assert Path(where).is_relative_to(tmp_path / "runtime")  # the wheel's copy, not a checkout
+    assert run(runtime, "-m", "pip", "check").returncode == 0
+    for script in ("meshclient", "meshclient-score-table", "meshclient-push-artifacts", "meshclient-push-results"):
+        assert (runtime.parent / script).is_file(), script  # what python_wheel_task entry points run
+    shown = run(runtime.parent / "meshclient", "--version")
+    assert shown.returncode == 0 and shown.stdout.strip() == f"meshclient {version}", shown.stdout + shown.stderr
 
     # the check can fail: a bare venv of the same Python (no runtime pins) cannot install from it offline
-    subprocess.run([python, "-m", "venv", str(tmp_path / "bare")], check=True)
-    bare = subprocess.run([str(tmp_path / "bare" / "bin" / "python"), "-m", "pip", "install", "--no-index",
-                           "--find-links", str(house), "meshclient[databricks]"], capture_output=True, text=True)
+    assert run(python, "-m", "venv", tmp_path / "bare").returncode == 0
+    bare = run(tmp_path / "bare" / "bin" / "python", "-m", "pip", "install", "--no-index", "--find-links", house,
+               "meshclient[databricks]")
     assert bare.returncode != 0 and "No matching distribution" in bare.stdout + bare.stderr
+
+
+def test_what_a_runtime_pins_is_never_downloaded() -> None:
+    """The constraint file lists what the runtime ships: pandas for meshclient[pandas] on 15.4 is the runtime's."""
+    needed = [("meshclient", "0.1.0"), ("pandas", "1.5.3"), ("PyJWT", "2.3.0"), ("mlflow_skinny", "2.11.4"),
+              ("pytz", "2024.2")]
+    assert _script().to_download(needed, ROOT / "compat" / "dbr-15.4-lts.txt") == ["pytz==2024.2"]
+    assert _script().to_download(needed, ROOT / "compat" / "dbr-17.3-lts.txt") == ["pytz==2024.2"]
+
