@@ -19,7 +19,10 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+from meshclient.redaction import redact_text
 
 from .runner import Sandbox
 
@@ -55,35 +58,41 @@ class MLStory:
     heading: Callable[[str], None]
     summary: list[tuple[str, str, float]] = field(default_factory=list)  # (step, outcome, seconds)
     failures: list[str] = field(default_factory=list)
+    # what one step leaves for the next (set by identity, model_and_run, score)
+    client: Any = None  # the MeshClient
+    spark: Any = None
+    scored: Any = None
+    model_uri: str = "models:/iris-tree/1"
+
+    @property
+    def audit_path(self) -> Path:
+        return self.sandbox.workdir / "audit.jsonl"
 
     def run(self, first_number: int) -> None:
-        workdir = self.sandbox.workdir
-        audit_path = workdir / "audit.jsonl"
-        audit_path.unlink(missing_ok=True)
+        self.audit_path.unlink(missing_ok=True)
         steps = [("Identity from the workspace's secret scope", self.identity),
                  ("Train a model; log the run and the model through mesh+https", self.model_and_run),
                  ("Score a Spark DataFrame against the meshed model server", self.score),
                  ("Push the scores exactly once, while a task dies midway", self.results),
                  ("The audit trail", self.audit)]
-        self.audit_path = audit_path
-        for n, (title, step) in enumerate(steps, start=first_number):
-            self.heading(f"{n}. {title}")
-            started = time.monotonic()
-            try:
-                outcome = step()
-            except Exception as exc:  # the demo reports a failed step and goes on to the summary
-                outcome = f"FAILED: {type(exc).__name__}: {str(exc)[:300]}"
-                self.failures.append(title)
-                self.say(f"!! {outcome}")
-            self.summary.append((title, outcome, time.monotonic() - started))
-            if self.failures and step in (self.identity,):
-                break
-        spark = getattr(self, "spark", None)
-        if spark is not None:
-            spark.stop()
-        client = getattr(self, "client", None)
-        if client is not None:
-            client.close()
+        try:
+            for n, (title, step) in enumerate(steps, start=first_number):
+                self.heading(f"{n}. {title}")
+                started = time.monotonic()
+                try:
+                    outcome = step()
+                except Exception as exc:  # the demo reports a failed step and goes on to the summary
+                    outcome = f"FAILED: {type(exc).__name__}: {redact_text(str(exc))[:300]}"
+                    self.failures.append(title)
+                    self.say(f"!! {outcome}")
+                self.summary.append((title, outcome, time.monotonic() - started))
+                if self.client is None:  # no identity: every later step needs it
+                    break
+        finally:
+            if self.spark is not None:
+                self.spark.stop()
+            if self.client is not None:
+                self.client.close()
 
     def _check(self, ok: bool, what: str) -> None:
         if not ok:
@@ -222,7 +231,7 @@ class MLStory:
                  "(Spark retries the task)")
         # what a results table holds: the key, the features, the prediction and the model that made it
         # (rows wide enough that Spark hands each 1,000-row batch on at once, so the attempt has staged)
-        model_uri = getattr(self, "model_uri", "models:/iris-tree/1")
+        model_uri = self.model_uri
         rows = scored.selectExpr("id", *FEATURES, "prediction", f"'{model_uri}' AS model_uri",
                                  "current_timestamp() AS scored_at")
         failing = rows.mapInArrow(die_once, rows.schema)

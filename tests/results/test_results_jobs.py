@@ -18,17 +18,6 @@ from meshclient_sandbox.apps.results import ResultsSink  # noqa: E402
 from meshclient_sandbox.runner import Sandbox  # noqa: E402
 
 
-@pytest.fixture
-def sink(mesh_sandbox: Sandbox) -> dict[str, Any]:
-    return mesh_sandbox.service("results")
-
-
-@pytest.fixture
-def client(mesh_sandbox: Sandbox) -> Any:
-    with MeshClient(mesh_sandbox.client_credentials()) as c:
-        yield c
-
-
 def _table(n: int, offset: int = 0) -> Any:
     return pa.table({"id": list(range(offset, offset + n)), "v": [float(i) for i in range(n)]})
 

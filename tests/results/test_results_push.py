@@ -16,17 +16,6 @@ from meshclient.errors import ResultsError, ServerIdentityError, TLSHandshakeErr
 from meshclient_sandbox.runner import Sandbox  # noqa: E402
 
 
-@pytest.fixture
-def sink(mesh_sandbox: Sandbox) -> dict[str, Any]:
-    return mesh_sandbox.service("results")
-
-
-@pytest.fixture
-def client(mesh_sandbox: Sandbox) -> Any:
-    with MeshClient(mesh_sandbox.client_credentials()) as c:
-        yield c
-
-
 def _frame(n: int, offset: int = 0) -> Any:
     return pd.DataFrame({"id": range(offset, offset + n), "score": [i / 7 for i in range(n)],
                          "label": [f"ü-{i % 3}" for i in range(n)]})

@@ -11,22 +11,15 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sys
 from pathlib import Path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def main() -> int:
     info = json.loads(Path(sys.argv[1]).read_text())
     out = Path(sys.argv[2])
     scenario = sys.argv[3]
-    from pyspark.sql import SparkSession
+    from connect_server import start_connect_server
 
     import meshclient.spark
     from meshclient import Credentials, MeshClient
@@ -34,17 +27,10 @@ def main() -> int:
 
     # A local Spark Connect server on a free loopback port (remote("local") would always take
     # 15002), then a pure Connect session to it: the code under test sees only Spark Connect.
-    port = free_port()
-    server = (SparkSession.builder.master("local[2]")
-              .config("spark.plugins", "org.apache.spark.sql.connect.SparkConnectPlugin")
-              .config("spark.connect.grpc.binding.port", str(port))
-              .config("spark.connect.grpc.binding.address", "127.0.0.1")
-              .config("spark.ui.enabled", "false")
-              .config("spark.sql.shuffle.partitions", "2")
-              .getOrCreate())
+    server, url = start_connect_server()
     from pyspark.sql.connect.session import SparkSession as ConnectSession
 
-    spark = ConnectSession.builder.remote(f"sc://127.0.0.1:{port}").getOrCreate()
+    spark = ConnectSession.builder.remote(url).getOrCreate()
     try:
         c, o, echo = info["client"], info["oidc"], info["services"]["echo"]
         token = ClientCredentials(token_url=o["token_url"], client_id=o["client_id"],

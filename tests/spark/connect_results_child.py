@@ -10,16 +10,9 @@ argv: sandbox.json, output directory, rows.
 from __future__ import annotations
 
 import json
-import socket
 import sys
 from pathlib import Path
 from typing import Any
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def recording_builder(url: str, sink: list[bytes]) -> Any:
@@ -55,23 +48,17 @@ def recording_builder(url: str, sink: list[bytes]) -> Any:
 def main() -> int:
     info = json.loads(Path(sys.argv[1]).read_text())
     out, rows = Path(sys.argv[2]), int(sys.argv[3])
-    from pyspark.sql import SparkSession
+    from connect_server import start_connect_server
 
     import meshclient.spark as mspark
     from meshclient import Credentials, MeshClient
     from meshclient.spark.results import has_data_source
 
-    port = free_port()
-    server = (SparkSession.builder.master("local[2]")
-              .config("spark.plugins", "org.apache.spark.sql.connect.SparkConnectPlugin")
-              .config("spark.connect.grpc.binding.port", str(port))
-              .config("spark.connect.grpc.binding.address", "127.0.0.1")
-              .config("spark.ui.enabled", "false")
-              .getOrCreate())
+    server, url = start_connect_server()
     from pyspark.sql.connect.session import SparkSession as ConnectSession
 
     sent: list[bytes] = []
-    spark = ConnectSession.builder.channelBuilder(recording_builder(f"sc://127.0.0.1:{port}", sent)).getOrCreate()
+    spark = ConnectSession.builder.channelBuilder(recording_builder(url, sent)).getOrCreate()
     reports = {}
     try:
         c, svc = info["client"], info["services"]["results"]
