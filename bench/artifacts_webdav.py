@@ -10,6 +10,10 @@ figure per side is its best throughput. meshclient's child also reports its RSS 
 push and its peak after it: the growth is what streaming costs (target: < 64 MiB whatever the
 file size). Targets: throughput >= 0.9x curl.
 
+It also prints the CPU seconds of each side (the client process and nginx) and of a sha-256 of
+the file alone, and from them the best ratio any client that hashes every byte could reach on
+this machine's cores: when curl and nginx already keep every core busy, the hash can only add.
+
 Usage: ``python bench/artifacts_webdav.py [--size-mib N] [--runs R] [--workdir DIR]``
 (the workdir defaults to a fresh directory under /dev/shm, removed at the end).
 """
@@ -26,6 +30,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from cpu_meter import cores, self_cpu, tree_cpu
 
 IDENTITY = "store.ml-platform.serviceaccount.identity.linkerd.cluster.local"
 CLIENT = "notebook.ml-team.serviceaccount.identity.linkerd.cluster.local"
@@ -51,6 +57,7 @@ def child(args: argparse.Namespace) -> None:
     creds = Credentials.from_files(args.cert, args.key, args.anchors)
     with MeshClient(creds, timeout=(5.0, 120.0)) as client:
         before = _rss_kib()
+        cpu0 = self_cpu()
         t0 = time.perf_counter()
         if args.raw:
             size = Path(args.file).stat().st_size
@@ -61,11 +68,14 @@ def child(args: argparse.Namespace) -> None:
         else:
             nbytes = push(client, args.file, to=args.to, server_identity=IDENTITY, workers=1, progress=False).bytes
         seconds = time.perf_counter() - t0
+        cpu = self_cpu() - cpu0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    print(json.dumps({"seconds": seconds, "bytes": nbytes, "rss_before_kib": before, "rss_peak_kib": peak}))
+    print(json.dumps({"seconds": seconds, "cpu": cpu, "bytes": nbytes, "rss_before_kib": before,
+                      "rss_peak_kib": peak}))
 
 
-def run_curl(file: Path, url: str, port: int, cert: Path, key: Path, anchors: Path) -> float:
+def run_curl(file: Path, url: str, port: int, cert: Path, key: Path, anchors: Path) -> dict[str, float]:
+    cpu0 = self_cpu(children=True)
     t0 = time.perf_counter()
     done = subprocess.run(
         ["curl", "-sS", "--fail", "-o", "/dev/null", "--cert", str(cert), "--key", str(key), "--cacert", str(anchors),
@@ -74,7 +84,7 @@ def run_curl(file: Path, url: str, port: int, cert: Path, key: Path, anchors: Pa
     seconds = time.perf_counter() - t0
     if done.returncode != 0:
         raise SystemExit(f"curl failed: {done.stderr.strip()}")
-    return seconds
+    return {"seconds": seconds, "cpu": self_cpu(children=True) - cpu0}
 
 
 def run_mesh(file: Path, to: str, cert: Path, key: Path, anchors: Path, raw: bool = False) -> dict[str, float]:
@@ -85,6 +95,33 @@ def run_mesh(file: Path, to: str, cert: Path, key: Path, anchors: Path, raw: boo
         raise SystemExit(f"meshclient push failed: {done.stderr.strip()[-2000:]}")
     result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
+
+
+def report(runs: dict[str, list[dict[str, float]]], size: int, base: Path, n: int, hash_cpu: float,
+           hash_s: float) -> None:
+    """Best run per side, the ratios, the RSS growth, and where the CPU went."""
+    mib = size / 2**20
+    best = {side: min(rs, key=lambda r: r["seconds"]) for side, rs in runs.items()}
+    tp = {side: mib / r["seconds"] for side, r in best.items()}
+    print(f"file: {mib:.0f} MiB on {base}, nginx WebDAV on tmpfs, {n} run(s) per side, {cores()} core(s)")
+    labels = {"curl": "curl", "mesh": "meshclient", "raw": "transport only"}
+    notes = {"curl": "", "mesh": "  (sha-256 + PUT + HEAD + manifest)", "raw": "  (client.put, no sha-256, no verification)"}
+    for side in ("curl", "mesh", "raw"):
+        r = best[side]
+        print(f"{labels[side] + ':':<16}best {r['seconds']:.3f} s ({tp[side]:.0f} MiB/s)  "
+              f"CPU client {r['cpu']:.2f} s + nginx {r['nginx_cpu']:.2f} s  "
+              f"runs {[round(x['seconds'], 3) for x in runs[side]]}{notes[side]}")
+    print(f"ratio meshclient/curl (throughput): {tp['mesh'] / tp['curl']:.3f}  (target >= 0.9)")
+    print(f"ratio transport-only/curl (throughput): {tp['raw'] / tp['curl']:.3f}")
+    growth = max((r["rss_peak_kib"] - r["rss_before_kib"]) / 1024 for r in runs["mesh"])
+    print(f"meshclient RSS growth during the push: max {growth:.1f} MiB  (target < 64 MiB)")
+    curl = best["curl"]
+    work = curl["cpu"] + curl["nginx_cpu"]
+    floor = max((work + hash_cpu) / cores(), 0.01)  # one clock tick: toy sizes can measure 0
+    print(f"sha-256 of the file alone: {hash_s:.3f} s, {hash_cpu:.2f} s CPU")
+    print(f"CPU budget: curl + nginx used {work:.2f} core-s in {curl['seconds']:.3f} s on {cores()} core(s); a client that "
+          f"also hashes every byte needs >= {work + hash_cpu:.2f} core-s, i.e. >= {floor:.3f} s here: "
+          f"best reachable ratio {min(1.0, curl['seconds'] / floor):.3f}")
 
 
 def main() -> None:
@@ -101,6 +138,7 @@ def main() -> None:
         child(args)
         return
 
+    from meshclient.artifacts.digest import sha256_file
     from meshclient_sandbox.nginx import find_nginx
     from meshclient_sandbox.nginx_dav import NginxDavPeer
     from meshclient_sandbox.pki import SandboxPKI
@@ -126,33 +164,24 @@ def main() -> None:
                 fh.write(block)
         size = big.stat().st_size
         with NginxDavPeer.for_leaf(server, workdir=work / "nginx") as peer:
-            curl_s, mesh_s, raw_s, growth = [], [], [], []
+            runs: dict[str, list[dict[str, float]]] = {"curl": [], "mesh": [], "raw": []}
             for i in range(args.runs):
                 order = ("curl", "mesh", "raw") if i % 2 == 0 else ("raw", "mesh", "curl")
                 for side in order:
-                    if side == "raw":
-                        raw_s.append(run_mesh(big, f"{peer.dav_url}/raw/{i}", cert, key, anchors, raw=True)["seconds"])
-                    elif side == "curl":
-                        curl_s.append(run_curl(big, f"https://{IDENTITY}:{peer.port}/dav/curl/{i}/big.bin", peer.port,
-                                               cert, key, anchors))
+                    nginx0 = tree_cpu(peer.pid)
+                    if side == "curl":
+                        r = run_curl(big, f"https://{IDENTITY}:{peer.port}/dav/curl/{i}/big.bin", peer.port,
+                                     cert, key, anchors)
                     else:
-                        r = run_mesh(big, f"{peer.dav_url}/mesh/{i}", cert, key, anchors)
-                        mesh_s.append(r["seconds"])
-                        growth.append((r["rss_peak_kib"] - r["rss_before_kib"]) / 1024)
+                        r = run_mesh(big, f"{peer.dav_url}/{side}/{i}", cert, key, anchors, raw=side == "raw")
+                    r["nginx_cpu"] = tree_cpu(peer.pid) - nginx0
+                    runs[side].append(r)
                 shutil.rmtree(peer.store_root, ignore_errors=True)  # keep tmpfs use at one copy
                 peer.store_root.mkdir(parents=True, exist_ok=True)
-        mib = size / 2**20
-        curl_tp, mesh_tp = mib / min(curl_s), mib / min(mesh_s)
-        print(f"file: {mib:.0f} MiB on {base}, nginx WebDAV on tmpfs, {args.runs} run(s) per side")
-        print(f"curl:       best {min(curl_s):.3f} s  ({curl_tp:.0f} MiB/s)  runs {[round(s, 3) for s in curl_s]}")
-        print(f"meshclient: best {min(mesh_s):.3f} s  ({mesh_tp:.0f} MiB/s)  runs {[round(s, 3) for s in mesh_s]}"
-              "  (sha-256 + PUT + HEAD + manifest)")
-        raw_tp = mib / min(raw_s)
-        print(f"transport only (client.put, no sha-256, no verification): best {min(raw_s):.3f} s ({raw_tp:.0f} MiB/s)")
-        print(f"ratio meshclient/curl (throughput): {mesh_tp / curl_tp:.3f}  (target >= 0.9)")
-        print(f"ratio transport-only/curl (throughput): {raw_tp / curl_tp:.3f}  (what the sha-256 costs: "
-              f"{(1 / mesh_tp - 1 / raw_tp) * mib:.2f} s of {min(mesh_s):.2f} s)")
-        print(f"meshclient RSS growth during the push: max {max(growth):.1f} MiB  (target < 64 MiB)")
+        hash_cpu0, hash_t0 = self_cpu(), time.perf_counter()
+        sha256_file(big)
+        hash_cpu, hash_s = self_cpu() - hash_cpu0, time.perf_counter() - hash_t0
+        report(runs, size, base, args.runs, hash_cpu, hash_s)
     finally:
         if args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)

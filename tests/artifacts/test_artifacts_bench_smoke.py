@@ -22,6 +22,8 @@ def test_webdav_bench_at_toy_size() -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     assert re.search(r"ratio meshclient/curl \(throughput\): \d+\.\d{3}", done.stdout), done.stdout
     assert re.search(r"RSS growth during the push: max \d+\.\d MiB", done.stdout), done.stdout
+    assert re.search(r"CPU budget: curl \+ nginx used \d+\.\d\d core-s .* best reachable ratio \d+\.\d{3}",
+                     done.stdout), done.stdout
     assert "PRIVATE KEY" not in done.stdout + done.stderr
 
 
@@ -32,3 +34,4 @@ def test_mlflow_bench_at_toy_size() -> None:
                            "--rounds", "1"], capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     assert re.search(r"ratio MLflow time / meshclient time: \d+\.\d\dx", done.stdout), done.stdout
+    assert re.search(r"CPU budget on \d+ core\(s\): .*best reachable ratio \d+\.\d\dx", done.stdout), done.stdout
