@@ -11,11 +11,13 @@ from __future__ import annotations
 from . import tokens
 from ._version import __version__
 from .audit import AuditEvent, FileAuditSink, LoggingAuditSink
+from .checkup import doctor
 from .client import DEFAULT_TIMEOUT, DIRECT_PORT, MeshClient, MeshResponse, MeshService, raise_for_status
 from .config import ClientConfig
 from .credentials import Credentials, SameSubjectIssuerWarning
 from .credentials.issuers import IssuanceError, IssuerSource, StepCAIssuer, VaultPKIIssuer
 from .credentials.sources import FileSource, IdentitySource, SecretScopeSource, SourceStatus, StaticSource
+from .doctor_report import DoctorCheck, DoctorReport
 from .errors import (
     ArgumentTypeError,
     CertificateExpiredError,
@@ -26,6 +28,7 @@ from .errors import (
     ConnectError,
     CredentialsError,
     DeadlineExceededError,
+    DoctorFailedError,
     EgressDeniedError,
     EmptyMaterialError,
     EncryptedKeyError,
@@ -72,6 +75,9 @@ __all__ = [
     "StaticEndpoints",
     "DnsEndpoints",
     "MeshClient",
+    "doctor",
+    "DoctorReport",
+    "DoctorCheck",
     "MeshService",
     "MeshResponse",
     "ClientConfig",
@@ -119,6 +125,7 @@ __all__ = [
     "NoEndpointAvailableError",
     "EgressDeniedError",
     "DeadlineExceededError",
+    "DoctorFailedError",
     "ScoringError",
     "ResultsError",
 ]

@@ -41,6 +41,7 @@ __all__ = [
     "SecretScopeError",
     "ScoringError",
     "ResultsError",
+    "DoctorFailedError",
 ]
 
 
@@ -230,4 +231,16 @@ class ResultsError(MeshError):
         self.status = status
         self.batch_id = batch_id
         self.code = code
+        super().__init__(message, hint=hint)
+
+
+class DoctorFailedError(MeshError):
+    """:func:`meshclient.doctor` found a problem (``report.raise_for_failure()``).
+
+    ``checks`` holds the failed checks (status, name, text, hint): each one says what is wrong and
+    how to fix it.
+    """
+
+    def __init__(self, message: str, *, hint: str | None = None, checks: tuple[Any, ...] = ()) -> None:
+        self.checks = checks
         super().__init__(message, hint=hint)

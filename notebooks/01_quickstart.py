@@ -57,20 +57,17 @@ print(f"valid until {creds.not_after:%Y-%m-%d %H:%M} UTC")
 # COMMAND ----------
 
 # MAGIC %md
-# MAGIC ## 2. `meshclient doctor`
+# MAGIC ## 2. `meshclient.doctor()`
 # MAGIC
-# MAGIC The same checks as the `meshclient doctor` command, run here so that it reads the scope through
-# MAGIC `dbutils` too: each secret read (size only), the certificate, key, chain and trust anchors, then a
-# MAGIC live mTLS handshake with the service and one GET. One line per check; the fix is printed under any
-# MAGIC failure.
+# MAGIC The checks of the `meshclient doctor` command, run here so that it reads the scope through `dbutils`
+# MAGIC too: each secret read (size only), the certificate, key, chain and trust anchors, then a live mTLS
+# MAGIC handshake with the service and one GET. One line per check as it runs, the fix under any failure;
+# MAGIC the report comes back as a value (`report.ok`, `report.failures`) and shows as a table.
 
 # COMMAND ----------
 
-from meshclient.cli.main import main as meshclient_command
-
-status = meshclient_command(["doctor", "--secret-scope", SCOPE, "--target", URL + PATH, "--server-identity", SERVER_ID])
-if status != 0:
-    raise RuntimeError("meshclient doctor found a problem: read the [FAIL] lines above and the fix under each")
+report = meshclient.doctor(secret_scope=SCOPE, target=URL + PATH, server_identity=SERVER_ID)
+report.raise_for_failure()  # stops here naming each failed check and its fix
 
 # COMMAND ----------
 

@@ -353,3 +353,19 @@ def test_databricks_oauth_without_a_workspace(mesh_sandbox: Sandbox, sdk_env: An
     failed = line(out, "[FAIL]", "token issuer", "No usable Databricks workspace configuration")
     assert "DATABRICKS_HOST" in fix_under(out, failed)
     line(out, "[skip]", "token subject")
+
+
+def test_doctor_function_in_a_notebook_reads_through_dbutils(notebook: FakeDbutils, mesh_sandbox: Sandbox,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    import meshclient
+
+    svc = mesh_sandbox.service("echo")
+    report = meshclient.doctor(secret_scope=SCOPE, target=svc["url"] + "/hello", server_identity=svc["identity"])
+    out = capsys.readouterr().out
+    assert report.ok, str(report)
+    assert len(notebook.secrets.calls) == 3
+    secrets = [c for c in report.checks if c.name == "secret"]
+    assert len(secrets) == 3 and all("dbutils.secrets" in c.text for c in secrets)
+    assert [c.status for c in report.checks if c.name in ("handshake", "request")] == ["ok", "ok"]
+    for text in (out, str(report), report._repr_html_()):
+        scan(mesh_sandbox, text)

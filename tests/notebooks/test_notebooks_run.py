@@ -55,6 +55,8 @@ def test_01_quickstart(notebook_sandbox: Sandbox, capsys: pytest.CaptureFixture[
     client_id = notebook_sandbox.info["client"]["identity"]
     assert str(ns["creds"].identity) == client_id
     assert "[FAIL]" not in out and "[ok]" in out  # doctor ran, every check passed
+    report = ns["report"]  # meshclient.doctor()'s value: the secret reads, the material, the live peer
+    assert report.ok and {"secret", "identity", "handshake", "request"} <= {c.name for c in report.checks}
     # the echo service saw the notebook's verified identity: doctor's GET and the first request
     assert ns["resp"].json()["client_id"] == client_id
     assert proxy.stats.requests - before == 2

@@ -31,7 +31,7 @@ from .report import Report
 from .secret_scope import SecretScopeChecks
 from .token_checks import TokenChecks
 
-__all__ = ["register", "run", "Checkup"]
+__all__ = ["register", "run", "examine", "Checkup"]
 
 _HELP = "check this workload's mesh material and, with --target, a live mTLS handshake"
 _DESCRIPTION = """\
@@ -79,6 +79,17 @@ class Checkup(SecretScopeChecks, MaterialChecks, TokenChecks, LiveChecks):
 
 def run(args: argparse.Namespace, environ: Mapping[str, str] | None = None, out: TextIO | None = None) -> int:
     """Every check in order (material, then the live peer); 1 if any failed, warnings never fail."""
+    report = Report(out or sys.stdout)
+    examine(args, os.environ if environ is None else environ, report)
+    print(report.summary(), file=report.out)
+    if not args.target and not report.failed:
+        print("(add --target URL --server-identity ID to check a live mTLS handshake with a meshed service)",
+              file=report.out)
+    return EXIT_ERROR if report.failed else EXIT_OK
+
+
+def examine(args: argparse.Namespace, environ: Mapping[str, str], report: Report) -> None:
+    """Run every check the options ask for into ``report`` (also :func:`meshclient.doctor`'s engine)."""
     if bool(args.target) != bool(args.server_identity):
         raise UsageError("--target and --server-identity go together: the live check needs the URL and the "
                          "identity that must serve it, e.g. --target https://10.0.3.7:8080/health "
@@ -86,8 +97,7 @@ def run(args: argparse.Namespace, environ: Mapping[str, str] | None = None, out:
     expected = Identity.parse(args.server_identity) if args.server_identity else None
     spec = secret_scope_spec(args)
     token_kind = token_source(args)
-    report = Report(out or sys.stdout)
-    doc = Checkup(args, os.environ if environ is None else environ, report, _dt.datetime.now(_dt.timezone.utc))
+    doc = Checkup(args, environ, report, _dt.datetime.now(_dt.timezone.utc))
     if spec is not None:
         doc.secret_scope(spec)
     doc.material()
@@ -111,10 +121,3 @@ def run(args: argparse.Namespace, environ: Mapping[str, str] | None = None, out:
     finally:
         if isinstance(doc.token_provider, BaseTokenProvider):
             doc.token_provider.close()
-    print(report.summary(), file=report.out)
-    if expected is None and not report.failed:
-        print("(add --target URL --server-identity ID to check a live mTLS handshake with a meshed service)",
-              file=report.out)
-    return EXIT_ERROR if report.failed else EXIT_OK
-
-

@@ -10,21 +10,20 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from ... import pki
+from ...doctor_report import DoctorCheck
 from ...errors import MeshError
 
 __all__ = ["Report", "utc", "duration", "cert_name", "key_name", "plural"]
 
-_MARKS = {"ok": "[ok]", "warn": "[warn]", "fail": "[FAIL]", "skip": "[skip]"}
-_NAME_WIDTH = 14
-_INDENT = " " * (6 + 1 + _NAME_WIDTH + 1)
-
 
 class Report:
-    """Prints check lines as they happen (a slow handshake should not hide earlier results)."""
+    """Prints check lines as they happen (a slow handshake should not hide earlier results) and
+    keeps them as :class:`~meshclient.checkup.DoctorCheck` values for :func:`meshclient.doctor`."""
 
     def __init__(self, out: TextIO) -> None:
         self.out = out
         self.counts: Counter[str] = Counter()
+        self.checks: list[DoctorCheck] = []
         self._shown: set[tuple[str, str, str, str | None]] = set()
 
     def line(self, status: str, name: str, text: str, hint: str | None = None) -> None:
@@ -33,10 +32,8 @@ class Report:
             return
         self._shown.add((status, name, text, hint))
         self.counts[status] += 1
-        print(f"{_MARKS[status]:<6} {name:<{_NAME_WIDTH}} {text}", file=self.out)
-        if hint:
-            label = "fix:" if status == "fail" else "note:"
-            print(f"{_INDENT}{label} {hint}", file=self.out)
+        self.checks.append(DoctorCheck(status, name, text, hint))
+        print(self.checks[-1].line(), file=self.out)
         self.out.flush()
 
     def ok(self, name: str, text: str) -> None:
