@@ -79,20 +79,20 @@ def _options(given: Mapping[str, object]) -> list[str]:
             value = os.fspath(value)
         if not isinstance(value, str):
             raise ArgumentTypeError(f"doctor({name}=...) must be a str, got {type(value).__name__}.")
-        argv += [f"--{name.replace('_', '-')}", value]
+        argv.append(f"--{name.replace('_', '-')}={value}")  # one token: a value starting with "-" stays a value
     identity = given["server_identity"]
     if identity is not None:
         if not isinstance(identity, (str, Identity)):
             raise ArgumentTypeError(f"doctor(server_identity=...) must be a str or Identity, "
                                     f"got {type(identity).__name__}.")
-        argv += ["--server-identity", str(identity)]
+        argv.append(f"--server-identity={identity}")
     keys = given["secret_keys"]
     if keys is not None:
         if (not isinstance(keys, (tuple, list)) or len(keys) != 3
                 or not all(isinstance(k, str) and k and "," not in k for k in keys)):
             raise ArgumentTypeError("doctor(secret_keys=...) must be three key names (certificate, key, anchors), "
                                     "e.g. ('tls.crt', 'tls.key', 'ca.crt').")
-        argv += ["--secret-keys", ",".join(keys)]
+        argv.append(f"--secret-keys={','.join(keys)}")
     if given["databricks_oauth"]:
         argv.append("--databricks-oauth")
     timeout = given["timeout"]

@@ -143,3 +143,9 @@ def test_options_that_make_no_sense_are_refused_in_python_terms(kwargs: dict[str
     assert words in str(caught.value)
     assert "--" not in str(caught.value).split("hint")[0].replace("-->", "")
     assert capsys.readouterr().err == ""  # argparse's complaint is not printed: it is in the error
+
+
+def test_a_value_that_looks_like_an_option_stays_a_value(good: dict[str, Path]) -> None:
+    report = meshclient.doctor(echo=False, cert="--key", key=str(good["key"]), trust_anchors=str(good["trust_anchors"]))
+    certificate = [c for c in report.checks if c.name == "certificate"]
+    assert certificate and certificate[0].status == "fail" and "--key" in certificate[0].text
