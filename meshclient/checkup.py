@@ -8,6 +8,7 @@ act on (``report.ok``, ``report.raise_for_failure()``). No secret, key or token 
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
 import os
@@ -46,10 +47,10 @@ def doctor(*, target: str | None = None, server_identity: str | Identity | None 
     from .cli.common import UsageError
     from .cli.doctor import command
     from .cli.doctor.report import Report
-    from .cli.main import build_parser
 
     argv = ["doctor", *_options(locals())]
-    parser = build_parser()
+    parser = argparse.ArgumentParser(prog="meshclient")  # doctor's options only: no plugin command is loaded
+    command.register(parser.add_subparsers(dest="command"))
     complaint = io.StringIO()
     try:
         with contextlib.redirect_stderr(complaint):
@@ -63,9 +64,10 @@ def doctor(*, target: str | None = None, server_identity: str | Identity | None 
         command.examine(args, os.environ if environ is None else environ, report)
     except UsageError as err:
         raise ConfigurationError(f"meshclient.doctor(): {_python_terms(str(err))}") from None
+    summary = report.summary()
     if echo:
-        print(report.summary(), flush=True)
-    return DoctorReport(tuple(report.checks), report.summary())
+        print(summary, flush=True)
+    return DoctorReport(tuple(report.checks), summary)
 
 
 def _options(given: Mapping[str, object]) -> list[str]:

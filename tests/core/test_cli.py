@@ -85,26 +85,7 @@ def fix_for(output: str, name: str) -> str:
 
 
 # -- fixtures ---------------------------------------------------------------------------------
-@pytest.fixture(autouse=True)
-def _no_mesh_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in [k for k in os.environ if k.startswith("MESHCLIENT_")]:
-        monkeypatch.delenv(name)
-
-
-@pytest.fixture(scope="module")
-def good(tmp_path_factory: pytest.TempPathFactory, client_leaf: IssuedLeaf) -> dict[str, Path]:
-    return client_leaf.write(tmp_path_factory.mktemp("good"))
-
-
-@pytest.fixture(scope="module")
-def server(server_creds: Credentials) -> Iterator[object]:
-    with mtls_server(build_server_context(server_creds)) as srv:
-        yield srv
-
-
-@pytest.fixture(scope="module")
-def url(server: object) -> str:
-    return f"https://127.0.0.1:{server.server_address[1]}"  # type: ignore[attr-defined]
+pytestmark = pytest.mark.usefixtures("no_mesh_env")
 
 
 @pytest.fixture(scope="module")

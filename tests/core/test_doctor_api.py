@@ -7,45 +7,22 @@ words, and no key text in any line, table or error.
 
 from __future__ import annotations
 
-import os
 import pickle
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from mtls_server import mtls_server
 
 import meshclient
-from meshclient import ArgumentTypeError, ConfigurationError, Credentials, DoctorFailedError, DoctorReport
+from meshclient import ArgumentTypeError, ConfigurationError, DoctorFailedError, DoctorReport
 from meshclient.cli.main import main
 from meshclient_sandbox.pki import IssuedLeaf, SandboxPKI
-from meshclient_sandbox.tls import build_server_context
 
 CLIENT_ID = "notebook.ml-team.serviceaccount.identity.linkerd.cluster.local"
 SERVER_ID = "echo.ml-platform.serviceaccount.identity.linkerd.cluster.local"
 WRONG_ID = "scorer.ml-serving.serviceaccount.identity.linkerd.cluster.local"
 
 
-@pytest.fixture(autouse=True)
-def _no_mesh_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in [k for k in os.environ if k.startswith("MESHCLIENT_")]:
-        monkeypatch.delenv(name)
-
-
-@pytest.fixture(scope="module")
-def good(tmp_path_factory: pytest.TempPathFactory, client_leaf: IssuedLeaf) -> dict[str, Path]:
-    return client_leaf.write(tmp_path_factory.mktemp("good"))
-
-
-@pytest.fixture(scope="module")
-def server(server_creds: Credentials) -> Iterator[object]:
-    with mtls_server(build_server_context(server_creds)) as srv:
-        yield srv
-
-
-@pytest.fixture(scope="module")
-def url(server: object) -> str:
-    return f"https://127.0.0.1:{server.server_address[1]}"  # type: ignore[attr-defined]
+pytestmark = pytest.mark.usefixtures("no_mesh_env")
 
 
 def material(paths: dict[str, Path]) -> dict[str, object]:

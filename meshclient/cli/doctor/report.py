@@ -18,22 +18,21 @@ __all__ = ["Report", "utc", "duration", "cert_name", "key_name", "plural"]
 
 class Report:
     """Prints check lines as they happen (a slow handshake should not hide earlier results) and
-    keeps them as :class:`~meshclient.checkup.DoctorCheck` values for :func:`meshclient.doctor`."""
+    keeps them as :class:`~meshclient.DoctorCheck` values for :func:`meshclient.doctor`."""
 
     def __init__(self, out: TextIO) -> None:
         self.out = out
         self.counts: Counter[str] = Counter()
         self.checks: list[DoctorCheck] = []
-        self._shown: set[tuple[str, str, str, str | None]] = set()
 
     def line(self, status: str, name: str, text: str, hint: str | None = None) -> None:
         """One check line; the same finding twice (one cause behind several checks) is shown once."""
-        if (status, name, text, hint) in self._shown:
+        check = DoctorCheck(status, name, text, hint)
+        if check in self.checks:
             return
-        self._shown.add((status, name, text, hint))
         self.counts[status] += 1
-        self.checks.append(DoctorCheck(status, name, text, hint))
-        print(self.checks[-1].line(), file=self.out)
+        self.checks.append(check)
+        print(check.line(), file=self.out)
         self.out.flush()
 
     def ok(self, name: str, text: str) -> None:
